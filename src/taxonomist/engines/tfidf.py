@@ -1,0 +1,105 @@
+"""TF-IDF (word 1-2 grams + character 2-5 grams) with a linear SVM: the fast, dependable baseline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import sparse
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.svm import LinearSVC
+
+from ..errors import EngineError
+from .base import Engine, Manifest, register_engine
+
+__all__ = ["TfidfEngine"]
+
+_WEIGHTS = "tfidf_weights.npz"
+_VOCAB = "tfidf_vocabulary.json"
+
+
+def _vectorizers(min_df: int) -> tuple[TfidfVectorizer, TfidfVectorizer]:
+    word = TfidfVectorizer(analyzer="word", ngram_range=(1, 2), sublinear_tf=True, min_df=min_df, lowercase=True, dtype=np.float32)
+    char = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=min_df, lowercase=True, dtype=np.float32)
+    return word, char
+
+
+@register_engine
+class TfidfEngine(Engine):
+    """Word 1-2 + char_wb 2-5 TF-IDF features and a one-vs-rest LinearSVC.
+
+    Probabilities are a softmax of the SVM margins scaled by `scale`; fit a
+    temperature on held-out data with `taxonomist.engines.calibration` to make
+    them calibrated.
+    """
+
+    name = "tfidf"
+
+    def __init__(self, *, C: float = 0.5, min_df: int = 1, scale: float = 10.0, threshold: float | None = None) -> None:
+        self.C = C
+        self.min_df = min_df
+        self.scale = scale
+        self.threshold = threshold
+
+    def _fit(self, texts: list[str], labels: np.ndarray) -> None:
+        word, char = _vectorizers(self.min_df)
+        x = sparse.hstack([word.fit_transform(texts), char.fit_transform(texts)]).tocsr()
+        if len(self.classes_) < 2:
+            raise EngineError(f"fit: tfidf needs at least 2 categories, found {len(self.classes_)}; add examples of another category")
+        svm = LinearSVC(C=self.C, random_state=0)
+        svm.fit(x, labels)
+        coef, intercept = svm.coef_, svm.intercept_
+        if coef.shape[0] == 1:  # binary: sklearn keeps one row for the positive class
+            coef = np.vstack([-coef, coef])
+            intercept = np.array([-intercept[0], intercept[0]])
+        # Columns follow classes_ (sorted), which is also LinearSVC's order.
+        assert list(svm.classes_) == list(self.classes_)
+        self.word_vectorizer_, self.char_vectorizer_ = word, char
+        self.coef_ = np.ascontiguousarray(coef, dtype=np.float32)
+        self.intercept_ = np.asarray(intercept, dtype=np.float32)
+
+    def decision_function(self, texts: list[str]) -> np.ndarray:
+        self._check_fitted()
+        x = sparse.hstack([self.word_vectorizer_.transform(texts), self.char_vectorizer_.transform(texts)]).tocsr()
+        return np.asarray(x @ self.coef_.T) + self.intercept_
+
+    def _predict_proba(self, texts: list[str]) -> np.ndarray:
+        z = self.decision_function(texts).astype(np.float64) * self.scale
+        z -= z.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        return p / p.sum(axis=1, keepdims=True)
+
+    # ----- persistence: vocabulary + idf as JSON/npz, never pickle -------------------
+    def _save_weights(self, directory: Path) -> dict[str, Any]:
+        vocab = {}
+        for key, vec in (("word", self.word_vectorizer_), ("char", self.char_vectorizer_)):
+            terms = [""] * len(vec.vocabulary_)
+            for term, i in vec.vocabulary_.items():
+                terms[i] = term
+            vocab[key] = terms
+        (directory / _VOCAB).write_text(json.dumps(vocab, ensure_ascii=False))
+        np.savez_compressed(
+            directory / _WEIGHTS,
+            word_idf=self.word_vectorizer_.idf_.astype(np.float64),
+            char_idf=self.char_vectorizer_.idf_.astype(np.float64),
+            coef=self.coef_,
+            intercept=self.intercept_,
+        )
+        return {"n_features": int(self.coef_.shape[1])}
+
+    def _load_weights(self, directory: Path, manifest: Manifest) -> None:
+        try:
+            vocab = json.loads((directory / _VOCAB).read_text())
+            weights = np.load(directory / _WEIGHTS, allow_pickle=False)
+        except FileNotFoundError as exc:
+            raise EngineError(f"'{directory}' is missing {Path(exc.filename).name}; save the model again") from None
+        word, char = _vectorizers(self.min_df)
+        for vec, key in ((word, "word"), (char, "char")):
+            vec.set_params(vocabulary={t: i for i, t in enumerate(vocab[key])})
+            vec.fit(["a"])  # sets up the fixed-vocabulary state; the stored idf replaces the fitted one
+            vec.idf_ = weights[f"{key}_idf"]
+        self.word_vectorizer_, self.char_vectorizer_ = word, char
+        self.coef_ = weights["coef"]
+        self.intercept_ = weights["intercept"]
