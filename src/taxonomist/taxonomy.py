@@ -311,24 +311,25 @@ class Taxonomy:
         return out
 
     # ----- operations ---------------------------------------------------------------
-    def _with(self, categories: Iterable[Category], entry: ChangelogEntry, groups: Iterable[Group] | None = None) -> Taxonomy:
+    def _change(
+        self,
+        categories: Iterable[Category],
+        entry: ChangelogEntry,
+        *,
+        relabel: Mapping[str, str] | None = None,
+        review: tuple[str, ...] = (),
+    ) -> Change:
+        """Build the next version: validate it, stamp its id on the entry, append the entry."""
         draft = Taxonomy(
             name=self.name,
             description=self.description,
             source_code_systems=self.source_code_systems,
-            groups=self.groups if groups is None else groups,
+            groups=self.groups,
             categories=categories,
-            changelog=self.changelog,
         )
         entry = dataclasses.replace(entry, version=draft.version_id)
-        return Taxonomy(
-            name=draft.name,
-            description=draft.description,
-            source_code_systems=draft.source_code_systems,
-            groups=draft.groups,
-            categories=draft.categories,
-            changelog=(*self.changelog, entry),
-        )
+        draft.changelog = (*self.changelog, entry)
+        return Change(draft, entry, relabel=dict(relabel or {}), review=review)
 
     @staticmethod
     def _entry(op: str, author: str, date: str | None, summary: str, **details: Any) -> ChangelogEntry:
@@ -381,7 +382,7 @@ class Taxonomy:
         last = max((i for i, c in enumerate(cats) if c.group == group), default=len(cats) - 1)
         cats.insert(last + 1, cat)
         entry = self._entry("add", author, date, f"added {code} '{name}' to group {group}", code=code)
-        return Change(self._with(cats, entry))
+        return self._change(cats, entry)
 
     def rename(self, code: str, *, author: str, new_code: str | None = None, new_name: str | None = None, date: str | None = None) -> Change:
         """Rename a category's code and/or name. A code change relabels history."""
@@ -405,7 +406,7 @@ class Taxonomy:
             code=code, new_code=new_code, old_name=cat.name, new_name=renamed.name,
         )
         relabel = {code: new_code} if new_code != code else {}
-        return Change(self._with(cats, entry), relabel=relabel)
+        return self._change(cats, entry, relabel=relabel)
 
     def merge(
         self,
@@ -455,7 +456,7 @@ class Taxonomy:
             dataclasses.replace(c, status=RETIRED, successors=(into,)) if c.code in retired else c for c in cats
         ]
         entry = self._entry("merge", author, date, f"merged {'+'.join(sources)} into {into}", sources=sources, into=into)
-        return Change(self._with(cats, entry), relabel={s: into for s in retired})
+        return self._change(cats, entry, relabel={s: into for s in retired})
 
     def split(
         self,
@@ -495,7 +496,7 @@ class Taxonomy:
             "split", author, date, f"split {code} into {', '.join(parts)}{' (kept)' if keep else ''}",
             code=code, into=list(parts), keep=keep,
         )
-        return Change(self._with(cats, entry), review=() if keep else (code,))
+        return self._change(cats, entry, review=() if keep else (code,))
 
     def retire(self, code: str, *, author: str, successor: str | None = None, date: str | None = None) -> Change:
         """Retire a category; with a successor, its history moves there."""
@@ -512,7 +513,7 @@ class Taxonomy:
             "retire", author, date, f"retired {code}" + (f" (successor {successor})" if successor else ""),
             code=code, successor=successor,
         )
-        return Change(self._with(cats, entry), relabel={code: successor} if successor else {}, review=() if successor else (code,))
+        return self._change(cats, entry, relabel={code: successor} if successor else {}, review=() if successor else (code,))
 
     def with_crosswalk(self, crosswalk: Crosswalk, *, author: str, date: str | None = None) -> Change:
         """Record a crosswalk import in the changelog; `relabel` maps their codes to ours."""
@@ -522,7 +523,7 @@ class Taxonomy:
             f"imported crosswalk from {crosswalk.source}: {len(crosswalk.mapping)} codes onto {len(set(crosswalk.mapping.values()))}",
             source=crosswalk.source, mapping=dict(crosswalk.mapping),
         )
-        return Change(self._with(self.categories, entry), relabel=dict(crosswalk.mapping))
+        return self._change(self.categories, entry, relabel=crosswalk.mapping)
 
     # ----- diff ---------------------------------------------------------------------
     def diff(self, other: Taxonomy) -> list[str]:
