@@ -1,0 +1,774 @@
+"""The record store: records, their label history, taxonomy versions, models, predictions, runs and the LLM cache.
+
+SQLite in the user data directory by default; any SQLAlchemy URL (e.g.
+``postgresql+psycopg://user@host/db``) works with the same code, because only
+portable types and statements are used. The schema is created and upgraded by
+the versioned migrations in `migrations.py` each time a store is opened.
+
+Labels form a journal: a row is never edited except to clear `is_current`. A
+relabel (merge, rename, retire, crosswalk) writes new rows pointing at the rows
+they replace, all tied to one run id, so `revert_relabel` can restore exactly
+the labels that were there before.
+
+Where the store lives, first match wins: the argument (path or URL),
+``$TAXONOMIST_DB``, ``$TAXONOMIST_HOME/taxonomist.db``, the platform user data
+directory (``platformdirs.user_data_dir("taxonomist")/taxonomist.db``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, is_dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy import func, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..errors import MissingExtraError, StoreError
+from ..records import Record, text_hash
+from .migrations import LATEST_VERSION, applied_migrations, migrate
+from .models import LabelRow, LlmCacheRow, ModelRow, PredictionRow, RecordRow, RunRow, TaxonomyVersionRow
+
+if TYPE_CHECKING:
+    from ..taxonomy import Change, Crosswalk, Taxonomy
+
+__all__ = [
+    "Store",
+    "AddResult",
+    "Conflict",
+    "RelabelResult",
+    "RevertResult",
+    "default_db_url",
+    "resolve_db_url",
+    "cache_key",
+    "DB_FILENAME",
+    "LATEST_VERSION",
+]
+
+DB_FILENAME = "taxonomist.db"
+_CHUNK = 500
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _chunks(items: Sequence[Any], n: int = _CHUNK) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+def default_db_url() -> str:
+    """The store used when none is named: $TAXONOMIST_DB, $TAXONOMIST_HOME, else the user data dir."""
+    env = os.environ.get("TAXONOMIST_DB")
+    if env:
+        return resolve_db_url(env)
+    home = os.environ.get("TAXONOMIST_HOME")
+    if home:
+        return resolve_db_url(Path(home) / DB_FILENAME)
+    import platformdirs
+
+    return resolve_db_url(Path(platformdirs.user_data_dir("taxonomist")) / DB_FILENAME)
+
+
+def resolve_db_url(url_or_path: str | Path | None) -> str:
+    """A SQLAlchemy URL from a URL, a file path, or None (the default store)."""
+    if url_or_path is None or str(url_or_path) == "":
+        return default_db_url()
+    text = str(url_or_path)
+    if "://" in text:
+        return text
+    return "sqlite:///" + str(Path(text).expanduser().resolve())
+
+
+def cache_key(prompt: str, model: str, params: Mapping[str, Any] | None = None) -> str:
+    """The LLM cache key: sha256 of prompt, model and generation parameters."""
+    blob = json.dumps([prompt, model, dict(params or {})], sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A record not written because the store holds something different under its id."""
+
+    record_id: str
+    reason: str
+
+
+@dataclass
+class AddResult:
+    inserted: int = 0
+    unchanged: int = 0
+    conflicts: list[Conflict] = field(default_factory=list)
+    labels_added: int = 0
+    run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class RelabelResult:
+    changed: int
+    review_count: int
+    relabel_id: str
+
+
+@dataclass(frozen=True)
+class RevertResult:
+    restored: int  # labels put back as they were
+    cleared: int  # labels the operation had added to unlabelled records, now removed
+    revert_id: str
+
+
+class Store:
+    """Records, labels and everything measured about them, in one SQL database.
+
+    Open with `Store.open(path_or_url)`; use as a context manager or call `close()`.
+    """
+
+    def __init__(self, engine: Engine, *, url: str) -> None:
+        self.engine = engine
+        self.url = url
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    # ----- lifecycle ------------------------------------------------------------------
+    @classmethod
+    def open(cls, url_or_path: str | Path | None = None, *, echo: bool = False) -> Store:
+        """Open (creating and migrating as needed) the store at a path or SQLAlchemy URL."""
+        url = resolve_db_url(url_or_path)
+        shown = _safe_url(url)
+        try:
+            parsed = sa.engine.make_url(url)
+        except sa.exc.ArgumentError:
+            raise StoreError(
+                f"'{shown}' is not a database URL or path; expected a file path or e.g. "
+                "sqlite:///path/taxonomist.db, postgresql+psycopg://user@host/dbname"
+            ) from None
+        kwargs: dict[str, Any] = {"echo": echo, "future": True}
+        if parsed.get_backend_name() == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            engine = sa.create_engine(url, **kwargs)
+        except ModuleNotFoundError as exc:
+            raise MissingExtraError(exc.name or "database driver", "postgres", f"the database {shown}") from None
+        except sa.exc.NoSuchModuleError:
+            raise StoreError(f"no database driver for '{shown}'; expected sqlite:/// or postgresql+psycopg://") from None
+        if engine.dialect.name == "sqlite":
+            sa.event.listen(engine, "connect", _sqlite_pragmas)
+        try:
+            migrate(engine, where=shown)
+        except StoreError:
+            engine.dispose()
+            raise
+        except sa.exc.OperationalError as exc:
+            engine.dispose()
+            raise StoreError(f"cannot open the store at {shown}: {str(exc.orig).strip().splitlines()[0]}") from None
+        return cls(engine, url=url)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({_safe_url(self.url)!r})"
+
+    def schema_versions(self) -> dict[int, str]:
+        """Migrations recorded in this database ({version: name})."""
+        with self.engine.connect() as conn:
+            return applied_migrations(conn)
+
+    @property
+    def schema_version(self) -> int:
+        return max(self.schema_versions(), default=0)
+
+    def _session(self) -> Session:
+        return self._sessions.begin()  # type: ignore[return-value]
+
+    # ----- records --------------------------------------------------------------------
+    def add_records(
+        self, records: Iterable[Record], *, who: str, taxonomy_version: str | None = None
+    ) -> AddResult:
+        """Insert new records and their labels; idempotent.
+
+        A record whose id is stored with the same text is `unchanged`; with other
+        text it is a `conflict` and is not overwritten. A label is added to a
+        record that has none; a label differing from the record's history is a
+        conflict (change labels with `assign` or a taxonomy operation instead).
+        """
+        return self._add(
+            list(records), who=who, taxonomy_version=taxonomy_version, reason="import", kind="import", crosswalk=None
+        )
+
+    def import_crosswalk_history(
+        self,
+        records: Iterable[Record],
+        crosswalk: Crosswalk,
+        *,
+        who: str,
+        taxonomy: Taxonomy | None = None,
+    ) -> AddResult:
+        """Store another organisation's labelled history translated through `crosswalk`.
+
+        Each record's `label` is their code; the stored label is ours and keeps
+        theirs in `original_category`. Every code must be in the crosswalk (the
+        import is refused otherwise, naming the missing codes). The labels are
+        tied to `result.run_id`, which `revert_relabel` undoes.
+        """
+        records = list(records)
+        missing = sorted({r.label for r in records if r.label is not None and r.label not in crosswalk.mapping})
+        if missing:
+            raise StoreError(
+                f"crosswalk from {crosswalk.source} has no mapping for their code(s) {', '.join(missing[:10])}"
+                f"{' ...' if len(missing) > 10 else ''}; add rows for them to the crosswalk"
+            )
+        taxonomy = taxonomy or self.get_taxonomy()
+        if taxonomy is not None:
+            crosswalk.check(taxonomy)
+        return self._add(
+            records,
+            who=who,
+            taxonomy_version=taxonomy.version_id if taxonomy is not None else None,
+            reason=f"crosswalk:{crosswalk.source}",
+            kind="crosswalk",
+            crosswalk=crosswalk,
+        )
+
+    def _add(
+        self,
+        records: list[Record],
+        *,
+        who: str,
+        taxonomy_version: str | None,
+        reason: str,
+        kind: str,
+        crosswalk: Crosswalk | None,
+    ) -> AddResult:
+        _require_who(who)
+        result = AddResult(run_id=_new_id())
+        now = _now()
+        with self._session() as s:
+            s.add(RunRow(id=result.run_id, kind=kind, params={"who": who, "reason": reason, "records": len(records)},
+                         started=now, finished=None, status="running", summary=None))
+            s.flush()
+            seen: dict[str, str] = {}  # ids written earlier in this call -> text hash
+            for batch in _chunks(records):
+                ids = list({r.id for r in batch} - seen.keys())
+                stored: dict[str, str] = dict(seen)
+                history: dict[str, list[tuple[str, str | None, bool]]] = {}
+                if ids:
+                    stored.update(s.execute(select(RecordRow.id, RecordRow.text_hash).where(RecordRow.id.in_(ids))).tuples().all())
+                    for rid, cat, orig, cur in s.execute(
+                        select(LabelRow.record_id, LabelRow.category, LabelRow.original_category, LabelRow.is_current)
+                        .where(LabelRow.record_id.in_(ids))
+                    ):
+                        history.setdefault(rid, []).append((cat, orig, cur))
+                new_records: list[dict[str, Any]] = []
+                new_labels: list[dict[str, Any]] = []
+                for rec in batch:
+                    h = rec.text_hash
+                    theirs = rec.label if crosswalk is not None else None
+                    ours = crosswalk.translate(rec.label) if crosswalk is not None and rec.label is not None else rec.label
+                    label_row = None
+                    if ours is not None:
+                        label_row = {
+                            "record_id": rec.id, "category": ours, "taxonomy_version": taxonomy_version, "who": who,
+                            "labelled_at": now, "is_current": True, "replaces_label_id": None, "reason": reason,
+                            "original_category": theirs, "run_id": result.run_id,
+                        }
+                    if rec.id not in stored:
+                        new_records.append({
+                            "id": rec.id, "text": rec.text, "fields": dict(rec.fields), "source": rec.source,
+                            "date": rec.date, "imported_at": now, "text_hash": h,
+                        })
+                        stored[rec.id] = seen[rec.id] = h
+                        result.inserted += 1
+                        if label_row:
+                            new_labels.append(label_row)
+                            history[rec.id] = [(ours, theirs, True)]  # type: ignore[list-item]
+                        continue
+                    if stored[rec.id] != h:
+                        result.conflicts.append(Conflict(rec.id, "the store holds different text under this id; not overwritten"))
+                        continue
+                    hist = history.get(rec.id, [])
+                    if label_row is None or any(
+                        (theirs is not None and orig == theirs) or (theirs is None and cat == ours) for cat, orig, _ in hist
+                    ):
+                        result.unchanged += 1
+                        continue
+                    current = next((cat for cat, _, cur in hist if cur), None)
+                    if current is not None:
+                        result.conflicts.append(Conflict(
+                            rec.id,
+                            f"label '{ours}' differs from the stored label '{current}'; not changed "
+                            "(change labels with a taxonomy operation or `assign`)",
+                        ))
+                        continue
+                    new_labels.append(label_row)
+                    history.setdefault(rec.id, []).append((ours, theirs, True))  # type: ignore[arg-type]
+                    result.unchanged += 1
+                if new_records:
+                    s.execute(sa.insert(RecordRow), new_records)
+                if new_labels:
+                    s.execute(sa.insert(LabelRow), new_labels)
+                    result.labels_added += len(new_labels)
+            run = s.get(RunRow, result.run_id)
+            assert run is not None
+            run.finished, run.status = _now(), "ok"
+            run.summary = {"inserted": result.inserted, "unchanged": result.unchanged,
+                           "conflicts": len(result.conflicts), "labels_added": result.labels_added}
+        return result
+
+    def records(
+        self,
+        ids: Iterable[str] | None = None,
+        *,
+        source: str | None = None,
+        labelled: bool | None = None,
+    ) -> Iterator[Record]:
+        """Stored records with their current label, in id order; filter by ids, source, labelled or not."""
+        q = (
+            select(RecordRow, LabelRow.category)
+            .outerjoin(LabelRow, sa.and_(LabelRow.record_id == RecordRow.id, LabelRow.is_current == sa.true()))
+            .order_by(RecordRow.id)
+        )
+        if source is not None:
+            q = q.where(RecordRow.source == source)
+        if labelled is True:
+            q = q.where(LabelRow.id.is_not(None))
+        elif labelled is False:
+            q = q.where(LabelRow.id.is_(None))
+        id_list = list(ids) if ids is not None else None
+        with self._sessions() as s:
+            batches = [q.where(RecordRow.id.in_(c)) for c in _chunks(id_list)] if id_list is not None else [q]
+            for stmt in batches:
+                for row, category in s.execute(stmt.execution_options(yield_per=1000)):
+                    yield _to_record(row, category)
+
+    def labelled(self, *, current: bool = True) -> list[tuple[str, str, str, dt.date | None]]:
+        """(record_id, text, category, date) for each current label, or every label ever with current=False."""
+        q = (
+            select(RecordRow.id, RecordRow.text, LabelRow.category, RecordRow.date)
+            .join(LabelRow, LabelRow.record_id == RecordRow.id)
+            .order_by(RecordRow.id, LabelRow.id)
+        )
+        if current:
+            q = q.where(LabelRow.is_current == sa.true())
+        with self._sessions() as s:
+            return [tuple(r) for r in s.execute(q)]  # type: ignore[misc]
+
+    def label_history(self, record_id: str) -> list[dict[str, Any]]:
+        """Every label a record has had, oldest first."""
+        with self._sessions() as s:
+            rows = s.scalars(select(LabelRow).where(LabelRow.record_id == record_id).order_by(LabelRow.id)).all()
+            return [_label_dict(r) for r in rows]
+
+    def current_labels(self, ids: Iterable[str] | None = None) -> dict[str, str]:
+        """{record_id: category} of current labels."""
+        q = select(LabelRow.record_id, LabelRow.category).where(LabelRow.is_current == sa.true())
+        with self._sessions() as s:
+            if ids is None:
+                return dict(s.execute(q).tuples().all())
+            out: dict[str, str] = {}
+            for c in _chunks(list(ids)):
+                out.update(s.execute(q.where(LabelRow.record_id.in_(c))).tuples().all())
+            return out
+
+    # ----- taxonomy versions and relabelling ----------------------------------------------
+    def save_taxonomy(self, taxonomy: Taxonomy) -> str:
+        """Store this version (if new) and make it the latest; returns its version id."""
+        vid = taxonomy.version_id
+        with self._session() as s:
+            top = s.execute(
+                select(TaxonomyVersionRow.version_id, TaxonomyVersionRow.position)
+                .order_by(TaxonomyVersionRow.position.desc()).limit(1)
+            ).first()
+            if top is not None and top[0] == vid:
+                return vid
+            position = (top[1] if top is not None else 0) + 1
+            row = s.get(TaxonomyVersionRow, vid)
+            if row is not None:
+                row.position = position
+            else:
+                s.add(TaxonomyVersionRow(
+                    version_id=vid, name=taxonomy.name, document=taxonomy.to_yaml(),
+                    changelog_entry=taxonomy.changelog[-1].to_dict() if taxonomy.changelog else None,
+                    created=_now(), position=position,
+                ))
+        return vid
+
+    def get_taxonomy(self, version_id: str | None = None) -> Taxonomy | None:
+        """A stored version, or the latest saved (None when the store has none)."""
+        from ..taxonomy import Taxonomy
+
+        with self._sessions() as s:
+            if version_id is None:
+                row = s.scalars(select(TaxonomyVersionRow).order_by(TaxonomyVersionRow.position.desc()).limit(1)).first()
+                if row is None:
+                    return None
+            else:
+                row = s.get(TaxonomyVersionRow, version_id)
+                if row is None:
+                    known = s.scalars(select(TaxonomyVersionRow.version_id).order_by(TaxonomyVersionRow.position)).all()
+                    raise StoreError(
+                        f"taxonomy version '{version_id}' is not in the store (stored: {', '.join(known) or 'none'}); "
+                        "import the taxonomy first"
+                    )
+            return Taxonomy.from_yaml(row.document, source=f"store taxonomy {row.version_id}")
+
+    def taxonomy_versions(self) -> list[dict[str, Any]]:
+        with self._sessions() as s:
+            rows = s.scalars(select(TaxonomyVersionRow).order_by(TaxonomyVersionRow.position)).all()
+            return [{"version_id": r.version_id, "name": r.name, "created": r.created, "changelog_entry": r.changelog_entry}
+                    for r in rows]
+
+    def relabel(self, change: Change, *, who: str) -> RelabelResult:
+        """Apply a taxonomy change to stored history; reversible with `revert_relabel(result.relabel_id)`.
+
+        Current labels in `change.relabel` move to their new code (new rows, the
+        old ones kept with is_current False). Labels in `change.review` stay and
+        are counted for per-record review (`needs_review`, `assign`).
+        The change's taxonomy is saved as the latest version.
+        """
+        _require_who(who)
+        version = self.save_taxonomy(change.taxonomy)
+        mapping = {str(k): str(v) for k, v in change.relabel.items()}
+        review = list(change.review)
+        run_id = _new_id()
+        now = _now()
+        reason = f"relabel:{change.entry.op}:{version}"
+        with self._session() as s:
+            s.add(RunRow(id=run_id, kind="relabel", started=now, finished=None, status="running", summary=None,
+                         params={"who": who, "op": change.entry.op, "summary": change.entry.summary,
+                                 "mapping": mapping, "review": review, "taxonomy_version": version}))
+            s.flush()
+            changed = 0
+            if mapping:
+                olds = s.execute(
+                    select(LabelRow.id, LabelRow.record_id, LabelRow.category, LabelRow.original_category)
+                    .where(LabelRow.is_current == sa.true(), LabelRow.category.in_(list(mapping)))
+                ).all()
+                for c in _chunks(olds):
+                    s.execute(update(LabelRow).where(LabelRow.id.in_([o.id for o in c])).values(is_current=False))
+                    s.execute(sa.insert(LabelRow), [
+                        {"record_id": o.record_id, "category": mapping[o.category], "taxonomy_version": version,
+                         "who": who, "labelled_at": now, "is_current": True, "replaces_label_id": o.id,
+                         "reason": reason, "original_category": o.original_category, "run_id": run_id}
+                        for o in c
+                    ])
+                changed = len(olds)
+            review_count = 0
+            if review:
+                review_count = s.scalar(
+                    select(func.count()).select_from(LabelRow)
+                    .where(LabelRow.is_current == sa.true(), LabelRow.category.in_(review))
+                ) or 0
+            run = s.get(RunRow, run_id)
+            assert run is not None
+            run.finished, run.status = _now(), "ok"
+            run.summary = {"changed": changed, "review_count": review_count}
+        return RelabelResult(changed=changed, review_count=review_count, relabel_id=run_id)
+
+    def needs_review(self, taxonomy: Taxonomy | None = None) -> list[tuple[str, str]]:
+        """(record_id, category) of current labels that are not active codes of the taxonomy (default: latest)."""
+        taxonomy = taxonomy or self.get_taxonomy()
+        if taxonomy is None:
+            return []
+        active = set(taxonomy.codes)
+        q = (select(LabelRow.record_id, LabelRow.category)
+             .where(LabelRow.is_current == sa.true()).order_by(LabelRow.record_id))
+        with self._sessions() as s:
+            return [(r, c) for r, c in s.execute(q) if c not in active]
+
+    def assign(
+        self,
+        record_id: str,
+        category: str,
+        *,
+        who: str,
+        reason: str = "review",
+        relabel_id: str | None = None,
+    ) -> int:
+        """Give one record a new current label (e.g. after a split); returns the new label id.
+
+        With `relabel_id` (the split's), the assignment becomes part of that
+        operation and `revert_relabel` undoes it too.
+        """
+        _require_who(who)
+        taxonomy = self.get_taxonomy()
+        if taxonomy is not None:
+            if category not in taxonomy or not taxonomy[category].active:
+                raise StoreError(
+                    f"category '{category}' is not an active category of taxonomy {taxonomy.version_id}; "
+                    "assign an active code (see `taxonomist taxonomy show`)"
+                )
+        with self._session() as s:
+            if s.get(RecordRow, record_id) is None:
+                raise StoreError(f"record '{record_id}' is not in the store; check the id")
+            if relabel_id is not None and s.get(RunRow, relabel_id) is None:
+                raise StoreError(f"operation '{relabel_id}' is not in the store; pass the id `relabel` returned")
+            old = s.execute(
+                select(LabelRow.id, LabelRow.original_category)
+                .where(LabelRow.record_id == record_id, LabelRow.is_current == sa.true())
+            ).first()
+            if old is not None:
+                s.execute(update(LabelRow).where(LabelRow.id == old.id).values(is_current=False))
+            row = LabelRow(
+                record_id=record_id, category=category,
+                taxonomy_version=taxonomy.version_id if taxonomy is not None else None,
+                who=who, labelled_at=_now(), is_current=True,
+                replaces_label_id=old.id if old is not None else None, reason=reason,
+                original_category=old.original_category if old is not None else None, run_id=relabel_id,
+            )
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def revert_relabel(self, relabel_id: str, *, who: str) -> RevertResult:
+        """Undo an operation's labels (relabel, crosswalk import, import), restoring exactly the labels before it.
+
+        The operation's rows are kept with is_current False and the rows they
+        replaced become current again; the revert itself is recorded as a run.
+        Refused when a later operation changed some of those labels: revert that one first.
+        """
+        _require_who(who)
+        revert_id = _new_id()
+        with self._session() as s:
+            run = s.get(RunRow, relabel_id)
+            if run is None:
+                raise StoreError(f"operation '{relabel_id}' is not in the store; pass the id that relabel/import returned")
+            if run.status == "reverted":
+                raise StoreError(f"operation '{relabel_id}' was already reverted")
+            if run.kind == "revert":
+                raise StoreError(f"'{relabel_id}' is itself a revert; to redo the operation, apply it again")
+            rows = s.execute(
+                select(LabelRow.id, LabelRow.is_current, LabelRow.replaces_label_id).where(LabelRow.run_id == relabel_id)
+            ).all()
+            superseded = [r.id for r in rows if not r.is_current]
+            if superseded:
+                later = set()
+                for c in _chunks(superseded):
+                    later.update(s.scalars(
+                        select(LabelRow.run_id).where(LabelRow.replaces_label_id.in_(c)).distinct()
+                    ).all())
+                later_ids = ", ".join(sorted(str(x) for x in later)) or "by hand (assign)"
+                raise StoreError(
+                    f"operation '{relabel_id}' cannot be reverted: {len(superseded)} of its labels were changed later "
+                    f"({later_ids}); revert those first"
+                )
+            now = _now()
+            s.add(RunRow(id=revert_id, kind="revert", params={"who": who, "reverts": relabel_id},
+                         started=now, finished=None, status="running", summary=None))
+            s.flush()
+            # Deactivate the operation's labels, then reactivate the rows they replaced:
+            # the very rows that were current before, so a chain of operations can be
+            # reverted newest first.
+            restored = cleared = 0
+            for c in _chunks(rows):
+                s.execute(update(LabelRow).where(LabelRow.id.in_([r.id for r in c])).values(is_current=False))
+                old_ids = [r.replaces_label_id for r in c if r.replaces_label_id is not None]
+                if old_ids:
+                    s.execute(update(LabelRow).where(LabelRow.id.in_(old_ids)).values(is_current=True))
+                restored += len(old_ids)
+                cleared += len(c) - len(old_ids)
+            run.status = "reverted"
+            revert = s.get(RunRow, revert_id)
+            assert revert is not None
+            revert.finished, revert.status = _now(), "ok"
+            revert.summary = {"restored": restored, "cleared": cleared}
+        return RevertResult(restored=restored, cleared=cleared, revert_id=revert_id)
+
+    # ----- models, predictions, runs --------------------------------------------------------
+    def save_model(self, manifest: Any, path: str | Path | None = None, *, parent: str | None = None) -> str:
+        """Record a saved model (an `engines.base.Manifest` or a dict with `engine`); returns its model id."""
+        if is_dataclass(manifest):
+            data = asdict(manifest)  # type: ignore[arg-type]
+            model_id = getattr(manifest, "model_id", None) or data.get("model_id")
+        elif isinstance(manifest, Mapping):
+            data = dict(manifest)
+            model_id = data.get("model_id")
+        else:
+            raise StoreError(f"save_model: expected a Manifest or a dict, found {type(manifest).__name__}")
+        engine = data.get("engine")
+        if not engine:
+            raise StoreError("save_model: the manifest has no 'engine'")
+        if not model_id:
+            blob = json.dumps(data, sort_keys=True, default=str)
+            model_id = f"{engine}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+        data = json.loads(json.dumps(data, default=str))
+        parent = parent or data.get("parent") or (data.get("extra") or {}).get("parent")
+        with self._session() as s:
+            row = s.get(ModelRow, model_id)
+            if row is None:
+                s.add(ModelRow(id=model_id, engine=str(engine), manifest=data,
+                               path=str(path) if path is not None else None, parent=parent, created=_now()))
+            else:
+                row.manifest = data
+                if path is not None:
+                    row.path = str(path)
+                if parent is not None:
+                    row.parent = parent
+        return str(model_id)
+
+    def models(self, engine: str | None = None) -> list[dict[str, Any]]:
+        q = select(ModelRow).order_by(ModelRow.created)
+        if engine is not None:
+            q = q.where(ModelRow.engine == engine)
+        with self._sessions() as s:
+            return [{"id": m.id, "engine": m.engine, "manifest": m.manifest, "path": m.path, "parent": m.parent,
+                     "created": m.created} for m in s.scalars(q)]
+
+    def add_predictions(self, rows: Iterable[Any], run_id: str | None = None) -> int:
+        """Store predictions: `(record_id, Prediction)` pairs or dicts with the table's columns. Returns the count."""
+        now = _now()
+        out = []
+        for item in rows:
+            if isinstance(item, Mapping):
+                d = dict(item)
+            else:
+                record_id, pred = item
+                extra = dict(getattr(pred, "extra", {}) or {})
+                d = {
+                    "record_id": record_id, "model_id": pred.model_id, "category": pred.category,
+                    "confidence": pred.confidence,
+                    "alternatives": [asdict(a) for a in pred.alternatives],
+                    "evidence": [asdict(e) for e in pred.evidence],
+                    "cost_usd": pred.cost_usd, "latency_ms": pred.latency_ms,
+                    **{k: extra.get(k) for k in ("prompt_tokens", "completion_tokens", "cached_tokens")},
+                }
+            missing = [k for k in ("record_id", "model_id", "category", "confidence") if d.get(k) is None]
+            if missing:
+                raise StoreError(f"add_predictions: a prediction lacks {', '.join(missing)}")
+            d.setdefault("alternatives", [])
+            d.setdefault("evidence", [])
+            d.setdefault("cost_usd", 0.0)
+            d.setdefault("latency_ms", 0.0)
+            for k in ("prompt_tokens", "completion_tokens", "cached_tokens"):
+                d.setdefault(k, None)
+            d["run_id"] = run_id if run_id is not None else d.get("run_id")
+            d["created"] = now
+            d.pop("id", None)
+            out.append(d)
+        if out:
+            with self._session() as s:
+                for c in _chunks(out):
+                    s.execute(sa.insert(PredictionRow), list(c))
+        return len(out)
+
+    def predictions(self, model_id: str | None = None, run_id: str | None = None) -> list[dict[str, Any]]:
+        q = select(PredictionRow).order_by(PredictionRow.id)
+        if model_id is not None:
+            q = q.where(PredictionRow.model_id == model_id)
+        if run_id is not None:
+            q = q.where(PredictionRow.run_id == run_id)
+        cols = [c.key for c in PredictionRow.__table__.columns]
+        with self._sessions() as s:
+            return [{k: getattr(p, k) for k in cols} for p in s.scalars(q)]
+
+    def start_run(self, kind: str, params: Mapping[str, Any] | None = None) -> str:
+        run_id = _new_id()
+        with self._session() as s:
+            s.add(RunRow(id=run_id, kind=kind, params=json.loads(json.dumps(dict(params or {}), default=str)),
+                         started=_now(), finished=None, status="running", summary=None))
+        return run_id
+
+    def finish_run(self, run_id: str, status: str = "ok", summary: Mapping[str, Any] | None = None) -> None:
+        with self._session() as s:
+            run = s.get(RunRow, run_id)
+            if run is None:
+                raise StoreError(f"run '{run_id}' is not in the store; pass the id start_run returned")
+            run.finished, run.status = _now(), status
+            run.summary = json.loads(json.dumps(dict(summary or {}), default=str))
+
+    def runs(self, kind: str | None = None) -> list[dict[str, Any]]:
+        q = select(RunRow).order_by(RunRow.started)
+        if kind is not None:
+            q = q.where(RunRow.kind == kind)
+        with self._sessions() as s:
+            return [{"id": r.id, "kind": r.kind, "params": r.params, "started": r.started, "finished": r.finished,
+                     "status": r.status, "summary": r.summary} for r in s.scalars(q)]
+
+    # ----- LLM cache ------------------------------------------------------------------------
+    def cache_get(self, key: str) -> Any | None:
+        with self._sessions() as s:
+            row = s.get(LlmCacheRow, key)
+            return None if row is None else row.response
+
+    def cache_put(self, key: str, model: str, response: Any) -> None:
+        """Store a response; an existing entry for the key is replaced."""
+        with self._session() as s:
+            row = s.get(LlmCacheRow, key)
+            if row is None:
+                s.add(LlmCacheRow(key=key, model=model, response=response, created=_now()))
+            else:
+                row.model, row.response, row.created = model, response, _now()
+
+    # ----- statistics -----------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """Counts: records, labelled, by current category, by source, by month of the record date."""
+        with self._sessions() as s:
+            n_records = s.scalar(select(func.count()).select_from(RecordRow)) or 0
+            by_category = dict(s.execute(
+                select(LabelRow.category, func.count()).where(LabelRow.is_current == sa.true())
+                .group_by(LabelRow.category).order_by(LabelRow.category)
+            ).tuples().all())
+            by_source: Counter[str] = Counter()
+            for source, n in s.execute(select(RecordRow.source, func.count()).group_by(RecordRow.source)):
+                by_source[source or ""] += n
+            by_month: Counter[str] = Counter()
+            for date, n in s.execute(select(RecordRow.date, func.count()).group_by(RecordRow.date)):
+                by_month[date.strftime("%Y-%m") if date is not None else "undated"] += n
+        return {
+            "records": n_records,
+            "labelled": sum(by_category.values()),
+            "by_category": by_category,
+            "by_source": dict(sorted(by_source.items())),
+            "by_month": dict(sorted(by_month.items())),
+        }
+
+
+def _require_who(who: str) -> None:
+    if not who or not str(who).strip():
+        raise StoreError("who is required: every label records who made it (pass --who)")
+
+
+def _to_record(row: RecordRow, category: str | None) -> Record:
+    return Record(id=row.id, text=row.text, fields=dict(row.fields or {}), source=row.source, date=row.date, label=category)
+
+
+def _label_dict(r: LabelRow) -> dict[str, Any]:
+    return {k: getattr(r, k) for k in (
+        "id", "record_id", "category", "taxonomy_version", "who", "labelled_at", "is_current",
+        "replaces_label_id", "reason", "original_category", "run_id",
+    )}
+
+
+def _safe_url(url: str) -> str:
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
