@@ -8,8 +8,9 @@
     ├── StoreError                 the record store cannot do what was asked
     ├── EngineError                an engine cannot fit, predict, save or load
     │   └── NotFittedError         predict before fit
-    └── BackendError               an LLM backend call failed after its retries
-        └── BudgetExceededError    the configured spending cap was reached
+    ├── BackendError               an LLM backend call failed after its retries
+    │   └── BudgetExceededError    the configured spending cap was reached
+    └── ExperimentError            a comparison cannot run as configured (data, prices)
 
 User-facing messages say what was found, what was expected and how to fix it.
 They never contain record text (protected health information).
@@ -28,6 +29,7 @@ __all__ = [
     "NotFittedError",
     "BackendError",
     "BudgetExceededError",
+    "ExperimentError",
 ]
 
 
@@ -78,3 +80,7 @@ class BackendError(TaxonomistError):
 
 class BudgetExceededError(BackendError):
     """The spending cap configured for a run was reached; the run stops cleanly."""
+
+
+class ExperimentError(TaxonomistError, ValueError):
+    """A comparison cannot run as configured: unusable data, a bad price table, an unknown engine."""

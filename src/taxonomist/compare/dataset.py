@@ -1,0 +1,167 @@
+"""The labelled history a comparison runs on: texts, labels, optional months, as aligned arrays."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ExperimentError
+
+__all__ = ["Dataset", "load_dataset", "compose_text"]
+
+@dataclass
+class Dataset:
+    """Aligned arrays: `ids`, `texts` (engine input), `labels`, and `months` (1-based) when dated."""
+
+    name: str
+    ids: np.ndarray
+    texts: np.ndarray
+    labels: np.ndarray
+    months: np.ndarray | None = None
+    source: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.ids)
+        if len(self.texts) != n or len(self.labels) != n or (self.months is not None and len(self.months) != n):
+            raise ExperimentError(f"dataset '{self.name}': ids, texts, labels and months must have the same length")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def dated(self) -> bool:
+        return self.months is not None
+
+    @property
+    def classes(self) -> list[str]:
+        return sorted(set(self.labels.tolist()))
+
+    def truth(self) -> dict[str, str]:
+        return dict(zip(self.ids.tolist(), self.labels.tolist()))
+
+
+def compose_text(row: dict[str, Any], text_fields: Sequence[str]) -> str:
+    """Engine input: the listed structured fields as `name=value` tokens, then the free text."""
+    parts = []
+    for name in text_fields:
+        value = row.get(name)
+        if value is None or value == "" or (isinstance(value, float) and np.isnan(value)):
+            continue
+        if isinstance(value, (list, tuple, np.ndarray)):
+            value = " ".join(str(v) for v in value)
+        parts.append(f"{name}={value}")
+    text = str(row.get("text") or "")
+    return (" ".join(parts) + " | " + text) if parts else text
+
+
+def _months_from_dates(dates: list[Any], where: str) -> np.ndarray:
+    parsed = []
+    for i, d in enumerate(dates):
+        if isinstance(d, dt.datetime):
+            d = d.date()
+        if isinstance(d, str):
+            try:
+                d = dt.date.fromisoformat(d[:10])
+            except ValueError:
+                raise ExperimentError(f"{where}: row {i + 1} has date {d!r}; expected YYYY-MM-DD") from None
+        if not isinstance(d, dt.date):
+            raise ExperimentError(f"{where}: row {i + 1} has no usable date; give every row a date or drop the date column")
+        parsed.append(d)
+    first = min(parsed)
+    return np.array([(d.year - first.year) * 12 + d.month - first.month + 1 for d in parsed], dtype=int)
+
+
+def load_dataset(
+    path: str | Path,
+    *,
+    text_fields: Sequence[str] | None = None,
+    label_column: str = "label",
+    name: str | None = None,
+) -> Dataset:
+    """Read a labelled CSV, JSONL or Parquet file with at least `text` and `label` columns.
+
+    Months come from a `month` column (1-based) or, failing that, a `date`
+    column (months since the earliest date); a file with neither is undated and
+    the time-based experiments are skipped. `text_fields` lists structured
+    columns to prepend to the text (default none: the `text` column is the
+    engine input, as the denial generator writes it with its codes).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ExperimentError(f"data file '{p}' does not exist")
+    rows = _read_rows(p)
+    if not rows:
+        raise ExperimentError(f"data file '{p}' has no rows; a comparison needs labelled records")
+    columns = set(rows[0])
+    for need in ("text", label_column):
+        if need not in columns:
+            raise ExperimentError(
+                f"data file '{p}' has no '{need}' column (found: {', '.join(sorted(columns))}); "
+                f"a comparison needs columns text,{label_column}"
+            )
+    text_fields = list(text_fields or ())
+    ids, texts, labels = [], [], []
+    seen: dict[str, int] = {}
+    for i, row in enumerate(rows):
+        line = i + 2 if p.suffix.lower() == ".csv" else i + 1
+        label = row.get(label_column)
+        if label is None or str(label).strip() == "":
+            raise ExperimentError(f"'{p}' row {line}: no {label_column}; every record in a comparison needs one")
+        if row.get("text") is None or str(row["text"]).strip() == "":
+            raise ExperimentError(f"'{p}' row {line}: no text; fill it or drop the row")
+        rid = str(row.get("id") if row.get("id") not in (None, "") else i)
+        if rid in seen:
+            raise ExperimentError(f"'{p}' row {line}: id '{rid}' already used on row {seen[rid]}; ids must be unique")
+        seen[rid] = line
+        ids.append(rid)
+        texts.append(compose_text(row, text_fields))
+        labels.append(str(label).strip())
+    months = None
+    if "month" in columns:
+        try:
+            months = np.array([int(r["month"]) for r in rows], dtype=int)
+        except (TypeError, ValueError):
+            raise ExperimentError(f"'{p}': column 'month' must hold whole numbers (1 = first month)") from None
+    elif "date" in columns:
+        months = _months_from_dates([r.get("date") for r in rows], str(p))
+    return Dataset(
+        name=name or p.stem,
+        ids=np.array(ids, dtype=object),
+        texts=np.array(texts, dtype=object),
+        labels=np.array(labels, dtype=object),
+        months=months,
+        source=str(p),
+        extra={"text_fields": list(text_fields)},
+    )
+
+
+def _read_rows(p: Path) -> list[dict[str, Any]]:
+    suffix = p.suffix.lower()
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(p).to_pylist()
+    if suffix in (".jsonl", ".ndjson"):
+        import json
+
+        out = []
+        with p.open(encoding="utf-8") as fh:
+            for n, line in enumerate(fh, 1):
+                if line.strip():
+                    try:
+                        out.append(json.loads(line))
+                    except json.JSONDecodeError:
+                        raise ExperimentError(f"'{p}' line {n} is not valid JSON; fix or remove it") from None
+        return out
+    if suffix == ".csv":
+        import csv
+
+        with p.open(encoding="utf-8", newline="") as fh:
+            return list(csv.DictReader(fh))
+    raise ExperimentError(f"data file '{p}': unknown format '{suffix}'; use .csv, .jsonl or .parquet")

@@ -1,0 +1,793 @@
+"""The four experiments of a comparison, run for every engine on the same splits.
+
+1. `learning_curve`: k labelled examples per category, several seeds.
+2. `backtest`: train on the first months, test month by month after, with
+   retraining policies (never, monthly, when label-free drift crosses a threshold).
+3. `taxonomy_events`: a new category introduced with k examples, a merge of two
+   categories, a second network imported through a crosswalk.
+4. `cost_speed`: latency, throughput and the monthly cost model with break-even volumes.
+
+Engines see the same records in the same order: every test set is a fixed
+permutation and an engine with a smaller evaluation cap (a slow one) is scored
+on a prefix of it, so any two engines can be compared on their common prefix.
+Every evaluation is a run in the `RunLog` (and the store).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..engines.base import Engine, create_engine
+from ..errors import ExperimentError
+from ..taxonomy import Crosswalk, Taxonomy
+from .costs import CostModel, PriceTable, break_even_volume
+from .dataset import Dataset
+from .runlog import EvalRun, RunLog
+
+__all__ = [
+    "EngineSpec",
+    "Settings",
+    "Comparison",
+    "RETRIEVAL_ENGINES",
+    "ALL",
+]
+
+ALL = "all"
+#: Engines that answer from retrieved examples (and a prompt) rather than trained weights.
+RETRIEVAL_ENGINES = frozenset({"knn", "llm"})
+POLICIES = ("never", "monthly", "drift")
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """One engine in a comparison, with the caps that keep a slow engine inside the time budget.
+
+    `max_train` caps training examples (a stratified subsample), `max_test` caps
+    evaluated records per evaluation (a prefix of the shared test order);
+    `seeds`, `ks`, `policies` and `event_ks` restrict which cells run.
+    """
+
+    name: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    label: str = ""
+    max_train: int | None = None
+    max_test: int | None = None
+    seeds: int | None = None
+    ks: tuple[Any, ...] | None = None
+    policies: tuple[str, ...] = POLICIES
+    event_ks: tuple[int, ...] | None = None
+    batch_size: int = 512
+    gpu: bool = False
+
+    @property
+    def family(self) -> str:
+        return "retrieval" if self.name in RETRIEVAL_ENGINES else "trained"
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "label": self.display, "family": self.family, "params": dict(self.params),
+            "max_train": self.max_train, "max_test": self.max_test, "seeds": self.seeds,
+            "ks": list(self.ks) if self.ks else None, "policies": list(self.policies),
+            "event_ks": list(self.event_ks) if self.event_ks else None, "gpu": self.gpu,
+        }
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Sizes and thresholds of a comparison; the defaults are what `compare` runs."""
+
+    ks: tuple[Any, ...] = (1, 3, 5, 10, 25, 50, 100, ALL)
+    seeds: int = 3
+    test_fraction: float = 0.2
+    max_test: int = 2000
+    train_end_month: int = 12
+    backtest_per_month: int = 300
+    drift_threshold: float = 0.05
+    new_category_ks: tuple[int, ...] = (1, 5, 10, 25)
+    new_category_eval: int = 300
+    general_eval: int = 500
+    network_eval: int = 500
+    network_history: int = 3000
+    latency_items: int = 50
+    throughput_items: int = 1000
+    cascade_share: float = 0.2
+    split_seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+Progress = Callable[[str, int], Callable[[int], None]]
+
+
+def _no_progress(description: str, total: int) -> Callable[[int], None]:
+    return lambda n=1: None
+
+
+def _key(idx: np.ndarray, *extra: Any) -> str:
+    h = hashlib.sha256(np.ascontiguousarray(idx, dtype=np.int64).tobytes())
+    for e in extra:
+        h.update(repr(e).encode())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class _Fitted:
+    engine: Engine
+    spec: EngineSpec
+    model_id: str
+    n_train: int
+    train_seconds: float
+    capped: bool
+
+
+class Comparison:
+    """Runs the experiments on one dataset for a list of engines; results are plain dicts."""
+
+    def __init__(
+        self,
+        data: Dataset,
+        taxonomy: Taxonomy | None,
+        engines: Sequence[EngineSpec],
+        *,
+        settings: Settings | None = None,
+        log: RunLog | None = None,
+        workdir: str | Path,
+        progress: Progress | None = None,
+        second_network: tuple[Dataset, Crosswalk] | None = None,
+    ) -> None:
+        if not engines:
+            raise ExperimentError("a comparison needs at least one engine (e.g. --engines tfidf,knn)")
+        if len(set(data.labels.tolist())) < 2:
+            raise ExperimentError(f"dataset '{data.name}' has fewer than 2 categories; nothing to compare")
+        self.data = data
+        self.taxonomy = taxonomy or Taxonomy.from_labels(data.labels.tolist(), name=data.name)
+        self.specs = list(engines)
+        self.settings = settings or Settings()
+        self.log = log or RunLog()
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.progress = progress or _no_progress
+        self.second_network = second_network
+        self.skipped: list[dict[str, str]] = []
+        self.timings: dict[str, float] = {}
+        self._fits: dict[tuple[str, str], _Fitted] = {}
+        self._evals: dict[tuple[int, str], EvalRun] = {}
+        self._tax_paths: dict[str, str] = {}
+        self._splits()
+
+    # ----- splits -----------------------------------------------------------------------
+    def _splits(self) -> None:
+        s, d = self.settings, self.data
+        rng = np.random.default_rng(s.split_seed)
+        n = len(d)
+        if d.dated:
+            in_period = np.flatnonzero(d.months <= s.train_end_month)
+            if len(in_period) == 0 or len(in_period) == n:
+                # All records in one period: the time experiments have nothing to test on.
+                in_period = np.arange(n)
+        else:
+            in_period = np.arange(n)
+        # Stratified holdout: test_fraction of each category (at least one kept for training).
+        test, pool = [], []
+        labels = d.labels[in_period]
+        for c in sorted(set(labels.tolist())):
+            members = in_period[labels == c]
+            members = members[rng.permutation(len(members))]
+            n_test = int(round(len(members) * s.test_fraction)) if len(members) > 1 else 0
+            test.extend(members[:n_test].tolist())
+            pool.extend(members[n_test:].tolist())
+        test = np.array(test, dtype=int)
+        test = test[rng.permutation(len(test))][: s.max_test]
+        self.pool = np.array(sorted(pool), dtype=int)
+        self.test = test
+        # Categories that appear only after the training period are events, not part of the base taxonomy.
+        self.new_codes: list[str] = []
+        if d.dated:
+            first = {}
+            for c, mth in zip(d.labels.tolist(), d.months.tolist()):
+                first[c] = min(first.get(c, mth), mth)
+            start = int(d.months.min())
+            self.new_codes = sorted(c for c, mth in first.items() if mth > s.train_end_month and mth > start)
+        base_cats = [c for c in self.taxonomy.categories if c.code not in self.new_codes]
+        self.base_taxonomy = (
+            Taxonomy(
+                name=self.taxonomy.name, description=self.taxonomy.description, groups=self.taxonomy.groups,
+                categories=base_cats, changelog=self.taxonomy.changelog, source_code_systems=self.taxonomy.source_code_systems,
+            )
+            if self.new_codes
+            else self.taxonomy
+        )
+
+    def splits_summary(self) -> dict[str, Any]:
+        d = self.data
+        out = {"pool": int(len(self.pool)), "test": int(len(self.test)), "new_categories": self.new_codes}
+        if d.dated:
+            out["train_months"] = [int(d.months.min()), self.settings.train_end_month]
+            out["later_months"] = sorted({int(m) for m in d.months.tolist() if m > self.settings.train_end_month})
+        return out
+
+    # ----- helpers ----------------------------------------------------------------------
+    def _taxonomy_path(self, taxonomy: Taxonomy) -> str:
+        vid = taxonomy.version_id
+        if vid not in self._tax_paths:
+            path = self.workdir / f"taxonomy-{vid}.yaml"
+            taxonomy.save(path)
+            self._tax_paths[vid] = str(path)
+        return self._tax_paths[vid]
+
+    def _make(self, spec: EngineSpec, taxonomy: Taxonomy | None) -> Engine:
+        engine = create_engine(spec.name, **dict(spec.params))
+        if taxonomy is not None and "taxonomy" in engine.get_params(deep=False) and "taxonomy" not in spec.params:
+            engine.set_params(taxonomy=self._taxonomy_path(taxonomy))
+        return engine
+
+    def _cap(self, idx: np.ndarray, cap: int | None, seed: int, labels: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
+        """A stratified subsample of `idx` of at most `cap` records (every category keeps at least one)."""
+        if cap is None or len(idx) <= cap:
+            return idx, False
+        labels = self.data.labels[idx] if labels is None else labels
+        rng = np.random.default_rng([seed, 7919])
+        cats = sorted(set(labels.tolist()))
+        chosen: list[int] = []
+        share = cap / len(idx)
+        for c in cats:
+            members = idx[labels == c]
+            take = max(1, int(math.floor(len(members) * share)))
+            chosen.extend(rng.choice(members, size=min(take, len(members)), replace=False).tolist())
+        return np.array(sorted(chosen), dtype=int), True
+
+    def _fit(
+        self,
+        spec: EngineSpec,
+        idx: np.ndarray,
+        *,
+        taxonomy: Taxonomy | None = None,
+        relabel: Mapping[str, str] | None = None,
+        extra: tuple[np.ndarray, np.ndarray] | None = None,
+        seed: int = 0,
+        capped: bool = False,
+    ) -> _Fitted:
+        taxonomy = self.base_taxonomy if taxonomy is None else taxonomy
+        key = (spec.display, _key(idx, sorted((relabel or {}).items()), taxonomy.version_id, None if extra is None else _key(np.arange(len(extra[0])), extra[1].tolist()[:50], len(extra[0]))))
+        if key in self._fits:
+            return self._fits[key]
+        texts = self.data.texts[idx].tolist()
+        labels = self.data.labels[idx].tolist()
+        if relabel:
+            labels = [relabel.get(y, y) for y in labels]
+        if extra is not None:
+            texts += list(extra[0])
+            labels += list(extra[1])
+        engine = self._make(spec, taxonomy)
+        start = time.perf_counter()
+        engine.fit(texts, labels)
+        seconds = float(getattr(engine, "train_seconds_", time.perf_counter() - start))
+        fitted = _Fitted(engine, spec, _model_id(engine, spec), len(texts), seconds, capped)
+        self._fits[key] = fitted
+        return fitted
+
+    def _evaluate(
+        self,
+        fitted: _Fitted,
+        idx: np.ndarray,
+        experiment: str,
+        *,
+        truth: np.ndarray | None = None,
+        ids: np.ndarray | None = None,
+        texts: Sequence[str] | None = None,
+        **meta: Any,
+    ) -> EvalRun:
+        cache_key = (id(fitted.engine), _key(idx, None if truth is None else truth.tolist()))
+        if cache_key in self._evals:
+            return self._evals[cache_key]
+        texts = self.data.texts[idx].tolist() if texts is None else list(texts)
+        y_true = self.data.labels[idx] if truth is None else truth
+        ids = self.data.ids[idx] if ids is None else ids
+        engine = fitted.engine
+        preds, confs = [], []
+        start = time.perf_counter()
+        step = max(1, fitted.spec.batch_size)
+        for i in range(0, len(texts), step):
+            proba = engine.predict_proba(texts[i : i + step])
+            best = proba.argmax(axis=1)
+            preds.extend(engine.classes_[best].tolist())
+            confs.extend(proba[np.arange(len(best)), best].tolist())
+        seconds = time.perf_counter() - start
+        run = self.log.record(
+            experiment=experiment,
+            engine=fitted.spec.display,
+            model_id=fitted.model_id,
+            ids=ids,
+            y_true=y_true,
+            y_pred=preds,
+            confidence=confs,
+            predict_seconds=seconds,
+            meta={"n_train": fitted.n_train, "train_seconds": round(fitted.train_seconds, 4), "train_capped": fitted.capped, **meta},
+        )
+        self._evals[cache_key] = run
+        return run
+
+    def _test_for(self, spec: EngineSpec, idx: np.ndarray) -> np.ndarray:
+        return idx[: spec.max_test] if spec.max_test else idx
+
+    @contextmanager
+    def _timed(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - start, 2)
+
+    def _sample_k(self, k: Any, seed: int) -> np.ndarray:
+        """k examples per category from the pool (all of a category when it has fewer)."""
+        if k == ALL:
+            return self.pool
+        rng = np.random.default_rng([seed, int(k)])
+        labels = self.data.labels[self.pool]
+        chosen: list[int] = []
+        for c in sorted(set(labels.tolist())):
+            members = self.pool[labels == c]
+            chosen.extend(rng.choice(members, size=min(int(k), len(members)), replace=False).tolist())
+        return np.array(sorted(chosen), dtype=int)
+
+    # ----- 1. learning curve -----------------------------------------------------------
+    def learning_curve(self) -> dict[str, Any]:
+        s = self.settings
+        n_classes = len(set(self.data.labels[self.pool].tolist()))
+        plan = []
+        for spec in self.specs:
+            for seed in range(min(s.seeds, spec.seeds or s.seeds)):
+                for k in spec.ks or s.ks:
+                    if k != ALL and k not in s.ks:
+                        continue
+                    plan.append((spec, seed, k))
+        advance = self.progress("learning curve", len(plan))
+        rows = []
+        with self._timed("learning_curve"):
+            for spec, seed, k in plan:
+                idx = self._sample_k(k, seed)
+                capped = False
+                if spec.max_train and len(idx) > spec.max_train:
+                    if k != ALL:
+                        self.skipped.append({
+                            "experiment": "learning_curve", "engine": spec.display, "cell": f"k={k} seed={seed}",
+                            "reason": f"{len(idx)} training examples exceed this engine's cap of {spec.max_train}",
+                        })
+                        advance(1)
+                        continue
+                    idx, capped = self._cap(idx, spec.max_train, seed)
+                fitted = self._fit(spec, idx, seed=seed, capped=capped)
+                run = self._evaluate(fitted, self._test_for(spec, self.test), "learning_curve", seed=seed, k=str(k))
+                rows.append(run)
+                advance(1)
+        # Aggregate per engine and k over seeds.
+        curves: dict[str, list[dict[str, Any]]] = {}
+        for spec in self.specs:
+            points = []
+            for k in s.ks:
+                runs = [r for r in rows if r.engine == spec.display and r.meta["k"] == str(k)]
+                if not runs:
+                    continue
+                acc = [r.metrics()["accuracy"] for r in runs]
+                f1 = [r.metrics()["macro_f1"] for r in runs]
+                points.append({
+                    "k": str(k), "k_value": _k_value(k, self.pool, self.data), "seeds": len(runs),
+                    "accuracy": float(np.mean(acc)), "accuracy_std": float(np.std(acc)),
+                    "macro_f1": float(np.mean(f1)), "macro_f1_std": float(np.std(f1)),
+                    "n_train": float(np.mean([r.meta["n_train"] for r in runs])), "n_test": runs[0].n,
+                    "train_seconds": float(np.mean([r.meta["train_seconds"] for r in runs])),
+                    "run_ids": [r.run_id for r in runs],
+                })
+            curves[spec.display] = points
+        return {
+            "ks": [str(k) for k in s.ks], "n_classes": n_classes, "pool": int(len(self.pool)), "test": int(len(self.test)),
+            "curves": curves, "crossover": self._crossovers(rows),
+        }
+
+    def _crossovers(self, rows: list[EvalRun]) -> list[dict[str, Any]]:
+        """Smallest k from which a trained engine stays at or above a retrieval engine, on their common records."""
+        out = []
+        trained = [s for s in self.specs if s.family == "trained"]
+        retrieval = [s for s in self.specs if s.family == "retrieval"]
+        for t in trained:
+            for r in retrieval:
+                by_k = []
+                for k in self.settings.ks:
+                    rt = [x for x in rows if x.engine == t.display and x.meta["k"] == str(k)]
+                    rr = [x for x in rows if x.engine == r.display and x.meta["k"] == str(k)]
+                    seeds = sorted({x.meta["seed"] for x in rt} & {x.meta["seed"] for x in rr})
+                    if not seeds:
+                        continue
+                    n = min(min(x.n for x in rt), min(x.n for x in rr))
+                    at = float(np.mean([x.head(n).metrics()["accuracy"] for x in rt if x.meta["seed"] in seeds]))
+                    ar = float(np.mean([x.head(n).metrics()["accuracy"] for x in rr if x.meta["seed"] in seeds]))
+                    by_k.append({"k": str(k), "trained": at, "retrieval": ar, "n": n})
+                crossover = None
+                for i, p in enumerate(by_k):
+                    if all(q["trained"] >= q["retrieval"] for q in by_k[i:]):
+                        crossover = p["k"]
+                        break
+                out.append({"trained": t.display, "retrieval": r.display, "crossover_k": crossover, "points": by_k})
+        return out
+
+    # ----- 2. backtest -----------------------------------------------------------------
+    def backtest(self) -> dict[str, Any] | None:
+        d, s = self.data, self.settings
+        if not d.dated:
+            self.skipped.append({"experiment": "backtest", "engine": "all", "cell": "",
+                                 "reason": "the data has no dates (no 'date' or 'month' column), so there is no time order to test on"})
+            return None
+        later = sorted({int(m) for m in d.months.tolist() if m > s.train_end_month})
+        if not later:
+            self.skipped.append({"experiment": "backtest", "engine": "all", "cell": "",
+                                 "reason": f"no records after month {s.train_end_month}; nothing to test on"})
+            return None
+        rng = np.random.default_rng([s.split_seed, 13])
+        month_sample: dict[int, np.ndarray] = {}
+        for mth in later:
+            members = np.flatnonzero(d.months == mth)
+            month_sample[mth] = members[rng.permutation(len(members))][: s.backtest_per_month]
+        held_out = np.concatenate([self.test] + list(month_sample.values()))
+        excluded = np.zeros(len(d), dtype=bool)
+        excluded[held_out] = True
+        plan = sum(len(later) * len(spec.policies) + 1 for spec in self.specs)
+        advance = self.progress("backtest by month", plan)
+        engines_out: dict[str, Any] = {}
+        with self._timed("backtest"):
+            for spec in self.specs:
+                base_idx, capped = self._cap(self.pool, spec.max_train, 0)
+                model0 = self._fit(spec, base_idx, capped=capped)
+                ref_run = self._evaluate(model0, self._test_for(spec, self.test), "backtest", policy="reference", month="<=%d" % s.train_end_month)
+                advance(1)
+                policies: dict[str, Any] = {}
+                for policy in spec.policies:
+                    model, reference = model0, ref_run.metrics()["mean_confidence"]
+                    months, retrains = [], []
+                    for i, mth in enumerate(later):
+                        idx = self._test_for(spec, month_sample[mth])
+                        run = self._evaluate(model, idx, "backtest", policy=policy, month=mth)
+                        mm = run.metrics()
+                        drift = reference - mm["mean_confidence"]
+                        months.append({"month": mth, "accuracy": mm["accuracy"], "macro_f1": mm["macro_f1"],
+                                       "mean_confidence": mm["mean_confidence"], "drift": drift, "model_id": model.model_id,
+                                       "run_id": run.run_id, "n": run.n})
+                        advance(1)
+                        last = i == len(later) - 1
+                        if last or policy == "never" or (policy == "drift" and drift <= s.drift_threshold):
+                            continue
+                        # Labels of this month arrive at its end: retrain on everything labelled so far.
+                        hist = np.flatnonzero((d.months <= mth) & ~excluded)
+                        hist_idx, capped = self._cap(hist, spec.max_train, mth)
+                        model = self._fit(spec, hist_idx, taxonomy=self._taxonomy_at(mth), seed=mth, capped=capped)
+                        retrains.append({"after_month": mth, "train_seconds": model.train_seconds, "n_train": model.n_train,
+                                         "drift": drift})
+                        # The new model's reference confidence: this month's sample, which it did not train on.
+                        reference = self._evaluate(model, idx, "backtest", policy=f"{policy}-reference", month=mth).metrics()["mean_confidence"]
+                    acc = [x["accuracy"] for x in months]
+                    policies[policy] = {
+                        "months": months, "retrains": retrains, "n_retrains": len(retrains),
+                        "mean_accuracy": float(np.mean(acc)), "final_accuracy": acc[-1],
+                        "train_seconds": float(sum(r["train_seconds"] for r in retrains)),
+                        "run_ids": [x["run_id"] for x in months],
+                    }
+                engines_out[spec.display] = {
+                    "reference_accuracy": ref_run.metrics()["accuracy"], "reference_run_id": ref_run.run_id,
+                    "reference_confidence": ref_run.metrics()["mean_confidence"], "policies": policies,
+                    "family": spec.family,
+                }
+        return {"train_months": [int(d.months.min()), s.train_end_month], "months": later,
+                "per_month": {str(k): int(len(v)) for k, v in month_sample.items()},
+                "drift_threshold": s.drift_threshold, "engines": engines_out}
+
+    def _taxonomy_at(self, month: int) -> Taxonomy:
+        """The taxonomy in force at the end of `month`: new categories count once their records exist."""
+        d = self.data
+        if not self.new_codes:
+            return self.base_taxonomy
+        seen = set(d.labels[d.months <= month].tolist())
+        if any(c in seen for c in self.new_codes):
+            return self.taxonomy
+        return self.base_taxonomy
+
+    # ----- 3. taxonomy events ----------------------------------------------------------
+    def taxonomy_events(self, lc: dict[str, Any] | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        with self._timed("events_new_category"):
+            out["new_category"] = self._new_category()
+        with self._timed("events_merge"):
+            out["merge"] = self._merge()
+        with self._timed("events_network"):
+            out["network"] = self._network()
+        return out
+
+    def _new_category(self) -> dict[str, Any] | None:
+        d, s = self.data, self.settings
+        if not d.dated:
+            self.skipped.append({"experiment": "new_category", "engine": "all", "cell": "",
+                                 "reason": "the data has no dates, so no category appears part-way through; replay needs a category first seen after the training period"})
+            return None
+        if not self.new_codes:
+            self.skipped.append({"experiment": "new_category", "engine": "all", "cell": "",
+                                 "reason": f"no category first appears after month {s.train_end_month}; nothing to replay"})
+            return None
+        code = self.new_codes[0]
+        members = np.flatnonzero(d.labels == code)
+        start = int(d.months[members].min())
+        members = members[np.lexsort((members, d.months[members]))]
+        max_k = max(s.new_category_ks)
+        if len(members) <= max_k + 5:
+            self.skipped.append({"experiment": "new_category", "engine": "all", "cell": code,
+                                 "reason": f"only {len(members)} records of {code}; need more than {max_k + 5}"})
+            return None
+        intro = members[:max_k]
+        rng = np.random.default_rng([s.split_seed, 19])
+        eval_new = members[max_k:]
+        eval_new = eval_new[rng.permutation(len(eval_new))][: s.new_category_eval]
+        after = np.flatnonzero((d.months >= start) & ~np.isin(np.arange(len(d)), intro))
+        eval_general = after[rng.permutation(len(after))][: s.general_eval]
+        hist = np.flatnonzero(d.months < start)
+        plan = sum(1 + len(spec.event_ks or s.new_category_ks) for spec in self.specs)
+        advance = self.progress(f"new category {code}", plan)
+        engines_out = {}
+        for spec in self.specs:
+            base_idx, capped = self._cap(hist, spec.max_train, 1)
+            points = []
+            for k in (0, *(spec.event_ks or s.new_category_ks)):
+                if k == 0:
+                    fitted = self._fit(spec, base_idx, taxonomy=self.base_taxonomy, capped=capped)
+                else:
+                    fitted = self._fit(spec, np.concatenate([base_idx, intro[:k]]), taxonomy=self.taxonomy, capped=capped)
+                r_new = self._evaluate(fitted, self._test_for(spec, eval_new), "new_category", k=k, part="new", category=code)
+                r_all = self._evaluate(fitted, self._test_for(spec, eval_general), "new_category", k=k, part="all", category=code)
+                points.append({
+                    "k": k, "recall_new": r_new.metrics()["accuracy"], "accuracy_all": r_all.metrics()["accuracy"],
+                    "update_seconds": fitted.train_seconds, "n_train": fitted.n_train,
+                    "run_new": r_new.run_id, "run_all": r_all.run_id,
+                })
+                advance(1)
+            engines_out[spec.display] = {"family": spec.family, "points": points}
+        return {"category": code, "name": self.taxonomy[code].name if code in self.taxonomy else code,
+                "first_month": start, "eval_new": int(len(eval_new)), "eval_all": int(len(eval_general)),
+                "history": int(len(hist)), "engines": engines_out}
+
+    def _merge(self) -> dict[str, Any] | None:
+        ref = next((s for s in self.specs if s.family == "trained"), self.specs[0])
+        runs = [r for r in self.log.select(experiment="learning_curve", engine=ref.display, k=ALL, seed=0)]
+        if not runs:
+            self.skipped.append({"experiment": "merge", "engine": "all", "cell": "", "reason": "the learning curve did not run with all examples"})
+            return None
+        run = runs[0]
+        pairs: dict[tuple[str, str], int] = {}
+        for t, p in zip(run.y_true.tolist(), run.y_pred.tolist()):
+            if t != p and t in self.base_taxonomy and p in self.base_taxonomy:
+                key = tuple(sorted((t, p)))
+                pairs[key] = pairs.get(key, 0) + 1
+        if not pairs:
+            self.skipped.append({"experiment": "merge", "engine": "all", "cell": "", "reason": "no two categories are confused; no natural merge"})
+            return None
+        (a, b), count = max(pairs.items(), key=lambda kv: (kv[1], kv[0]))
+        change = self.base_taxonomy.merge([a, b], into=a, author="taxonomist compare", date="2000-01-01")
+        relabel = dict(change.relabel)
+        merged_tax = change.taxonomy
+        advance = self.progress(f"merge {a}+{b}", 2 * len(self.specs))
+        engines_out = {}
+        for spec in self.specs:
+            base = [r for r in self.log.select(experiment="learning_curve", engine=spec.display, k=ALL, seed=0)]
+            if not base:
+                advance(2)
+                continue
+            before = base[0]
+            truth = np.array([relabel.get(y, y) for y in before.y_true.tolist()], dtype=object)
+            mapped = self.log.record(
+                experiment="merge", engine=spec.display, model_id=before.model_id, ids=before.ids, y_true=truth,
+                y_pred=[relabel.get(y, y) for y in before.y_pred.tolist()], confidence=before.confidence,
+                predict_seconds=0.0, meta={"variant": "mapped", "merge": f"{a}+{b}", "from_run": before.run_id},
+            )
+            advance(1)
+            pool_idx, capped = self._cap(self.pool, spec.max_train, 0)
+            fitted = self._fit(spec, pool_idx, taxonomy=merged_tax, relabel=relabel, capped=capped)
+            idx = self._test_for(spec, self.test)
+            refit = self._evaluate(fitted, idx, "merge", truth=np.array([relabel.get(y, y) for y in self.data.labels[idx].tolist()], dtype=object),
+                                   variant="refit", merge=f"{a}+{b}")
+            advance(1)
+            engines_out[spec.display] = {
+                "family": spec.family,
+                "before": before.metrics()["accuracy"], "mapped": mapped.metrics()["accuracy"], "refit": refit.metrics()["accuracy"],
+                "refit_seconds": fitted.train_seconds, "run_before": before.run_id, "run_mapped": mapped.run_id, "run_refit": refit.run_id,
+            }
+        return {"sources": [a, b], "into": a, "confusions": count, "relabel": relabel, "engines": engines_out}
+
+    def _network(self) -> dict[str, Any] | None:
+        if self.second_network is None:
+            self.skipped.append({"experiment": "network_import", "engine": "all", "cell": "",
+                                 "reason": "no second network given (--network FILE --crosswalk FILE)"})
+            return None
+        other, crosswalk = self.second_network
+        s = self.settings
+        crosswalk.check(self.taxonomy)
+        keep = np.array([y in crosswalk.mapping for y in other.labels.tolist()], dtype=bool)
+        unmapped = int((~keep).sum())
+        idx_all = np.flatnonzero(keep)
+        rng = np.random.default_rng([s.split_seed, 23])
+        idx_all = idx_all[rng.permutation(len(idx_all))]
+        n_eval = min(s.network_eval, len(idx_all) // 2)
+        eval_idx, hist_idx = idx_all[:n_eval], idx_all[n_eval:][: s.network_history]
+        ours = np.array([crosswalk.mapping[y] for y in other.labels.tolist() if y in crosswalk.mapping], dtype=object)
+        mapped_all = np.full(len(other), "", dtype=object)
+        mapped_all[keep] = ours
+        ids = np.array([f"{other.name}:{i}" for i in other.ids.tolist()], dtype=object)
+        advance = self.progress("second network via crosswalk", 2 * len(self.specs))
+        engines_out = {}
+        for spec in self.specs:
+            pool_idx, capped = self._cap(self.pool, spec.max_train, 0)
+            ev = eval_idx[: spec.max_test] if spec.max_test else eval_idx
+            fitted = self._fit(spec, pool_idx, capped=capped)
+            as_is = self._evaluate(fitted, ev, "network_import", truth=mapped_all[ev], ids=ids[ev], texts=other.texts[ev].tolist(), variant="as_is")
+            advance(1)
+            h = hist_idx
+            if spec.max_train:
+                h = h[: max(0, spec.max_train // 2)]
+            fitted2 = self._fit(spec, pool_idx, extra=(other.texts[h], mapped_all[h]), capped=capped)
+            with_hist = self._evaluate(fitted2, ev, "network_import", truth=mapped_all[ev], ids=ids[ev], texts=other.texts[ev].tolist(), variant="with_history")
+            advance(1)
+            engines_out[spec.display] = {
+                "family": spec.family, "as_is": as_is.metrics()["accuracy"], "with_history": with_hist.metrics()["accuracy"],
+                "n_history": int(len(h)), "update_seconds": fitted2.train_seconds,
+                "run_as_is": as_is.run_id, "run_with_history": with_hist.run_id,
+            }
+        return {"network": other.name, "crosswalk": crosswalk.source, "their_codes": len(crosswalk.mapping),
+                "merges": {k: v for k, v in crosswalk.merges.items()}, "unmapped_records": unmapped,
+                "eval": int(n_eval), "history": int(len(hist_idx)), "engines": engines_out}
+
+    # ----- 4. cost and speed -----------------------------------------------------------
+    def cost_speed(self, prices: PriceTable, backtest: dict[str, Any] | None, *, llm_tokens: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        s = self.settings
+        advance = self.progress("latency and throughput", len(self.specs))
+        speed: dict[str, Any] = {}
+        with self._timed("cost_speed"):
+            for spec in self.specs:
+                idx, capped = self._cap(self.pool, spec.max_train, 0)
+                fitted = self._fit(spec, idx, capped=capped)
+                speed[spec.display] = self._measure(fitted)
+                advance(1)
+        models: list[CostModel] = []
+        full_pool = len(self.pool)
+        for spec in self.specs:
+            sp = speed[spec.display]
+            idx, capped = self._cap(self.pool, spec.max_train, 0)
+            fitted = self._fit(spec, idx, capped=capped)
+            train_full = fitted.train_seconds * (full_pool / max(fitted.n_train, 1))
+            if spec.family == "retrieval":
+                retrains = 0.0
+                cadence = "no retraining: new examples and categories are added to the index"
+            else:
+                retrains, cadence = self._retrain_cadence(spec, backtest, prices)
+            cm = CostModel.self_hosted(
+                f"{spec.display} (self-hosted)", prices=prices, seconds_per_item=1.0 / max(sp["throughput_per_s"], 1e-9),
+                train_seconds=train_full, retrains_per_month=retrains, gpu=spec.gpu,
+            )
+            cm = replace(cm, notes=(*cm.notes, cadence, f"training at full volume ≈ {train_full:.1f} s"))
+            models.append(cm)
+            sp["cost_per_1000"] = cm.per_item * 1000
+            sp["train_seconds_full"] = train_full
+        tokens = dict(llm_tokens or {}) or self._estimated_prompt_tokens()
+        api = CostModel.hosted_llm(
+            f"hosted LLM RAG ({prices.llm_model})", prices=prices, input_tokens=tokens["input"], output_tokens=tokens["output"],
+            cached_tokens=tokens.get("cached", 0.0),
+        )
+        api = replace(api, notes=(*api.notes, "tokens " + ("measured" if llm_tokens else "estimated at 4 characters a token")))
+        models.append(api)
+        pairs = []
+        for a in models:
+            for b in models:
+                if a.approach >= b.approach:
+                    continue
+                v = break_even_volume(a, b)
+                if v is None:
+                    continue
+                cheaper_above = a.approach if a.per_item < b.per_item else b.approach
+                pairs.append({"a": a.approach, "b": b.approach, "volume": v, "cheaper_above": cheaper_above})
+        return {"speed": speed, "cost_models": [m.to_dict() for m in models], "break_even": pairs,
+                "llm_tokens": {**tokens, "measured": bool(llm_tokens)}, "prices": prices.to_dict()}
+
+    def _measure(self, fitted: _Fitted) -> dict[str, Any]:
+        s, spec = self.settings, fitted.spec
+        n_lat = s.latency_items if spec.max_test is None else min(s.latency_items, max(3, spec.max_test // 10))
+        n_tp = s.throughput_items if spec.max_test is None else min(s.throughput_items, max(5, spec.max_test // 4))
+        base = self.data.texts[self.test].tolist() or self.data.texts.tolist()
+        # A unique suffix defeats embedding and response caches: we time real work.
+        fresh = [f"{base[i % len(base)]} (timing {i})" for i in range(n_lat + n_tp)]
+        lat = []
+        for t in fresh[:n_lat]:
+            start = time.perf_counter()
+            fitted.engine.predict_one(t)
+            lat.append((time.perf_counter() - start) * 1000)
+        start = time.perf_counter()
+        for i in range(n_lat, n_lat + n_tp, max(1, spec.batch_size)):
+            fitted.engine.predict_proba(fresh[i : min(i + spec.batch_size, n_lat + n_tp)])
+        seconds = time.perf_counter() - start
+        return {
+            "latency_p50_ms": float(np.percentile(lat, 50)), "latency_p95_ms": float(np.percentile(lat, 95)),
+            "latency_items": n_lat, "throughput_per_s": n_tp / max(seconds, 1e-9), "throughput_items": n_tp,
+            "train_seconds": fitted.train_seconds, "n_train": fitted.n_train,
+        }
+
+    def _retrain_cadence(self, spec: EngineSpec, backtest: dict[str, Any] | None, prices: PriceTable) -> tuple[float, str]:
+        changes = prices.taxonomy_changes_per_year / 12.0
+        if backtest and spec.display in backtest["engines"]:
+            pol = backtest["engines"][spec.display]["policies"]
+            chosen = choose_policy(pol)
+            if chosen:
+                n_months = len(backtest["months"])
+                r = pol[chosen]["n_retrains"] / max(n_months, 1)
+                return r + changes, f"retraining '{chosen}' policy from the backtest ({pol[chosen]['n_retrains']} in {n_months} months) + {prices.taxonomy_changes_per_year:g} taxonomy changes a year"
+        return 1.0 + changes, f"assumed monthly retraining (no backtest) + {prices.taxonomy_changes_per_year:g} taxonomy changes a year"
+
+    def _estimated_prompt_tokens(self) -> dict[str, float]:
+        definitions = sum(len(c.describe()) for c in self.taxonomy.active_categories)
+        mean_text = float(np.mean([len(t) for t in self.data.texts[: 2000].tolist()]))
+        prefix = definitions / 4.0 + 150.0
+        examples = 10 * mean_text / 4.0
+        return {"input": prefix + examples + mean_text / 4.0, "cached": prefix, "output": 12.0}
+
+    # ----- the combination ------------------------------------------------------------
+    def cascade(self) -> list[dict[str, Any]]:
+        """Trained engine first; its least confident share goes to a retrieval/RAG engine (on their common records)."""
+        out = []
+        share = self.settings.cascade_share
+        for t in (s for s in self.specs if s.family == "trained"):
+            for r in (s for s in self.specs if s.family == "retrieval"):
+                rt = self.log.select(experiment="learning_curve", engine=t.display, k=ALL, seed=0)
+                rr = self.log.select(experiment="learning_curve", engine=r.display, k=ALL, seed=0)
+                if not rt or not rr:
+                    continue
+                n = min(rt[0].n, rr[0].n)
+                a, b = rt[0].head(n), rr[0].head(n)
+                order = np.argsort(a.confidence, kind="stable")
+                send = np.zeros(n, dtype=bool)
+                send[order[: int(round(share * n))]] = True
+                combined = np.where(send, b.y_pred, a.y_pred)
+                out.append({
+                    "trained": t.display, "retrieval": r.display, "n": n, "share_sent": float(send.mean()),
+                    "accuracy_trained": float((a.y_pred == a.y_true).mean()), "accuracy_retrieval": float((b.y_pred == b.y_true).mean()),
+                    "accuracy_combined": float((combined == a.y_true).mean()),
+                    "run_trained": a.run_id, "run_retrieval": b.run_id,
+                })
+        return out
+
+
+def choose_policy(policies: Mapping[str, Any], tolerance: float = 0.01) -> str | None:
+    """The cheapest policy (fewest retrains) whose mean accuracy is within `tolerance` of the best."""
+    if not policies:
+        return None
+    best = max(p["mean_accuracy"] for p in policies.values())
+    ok = [(p["n_retrains"], name) for name, p in policies.items() if p["mean_accuracy"] >= best - tolerance]
+    return min(ok)[1]
+
+
+def _model_id(engine: Engine, spec: EngineSpec) -> str:
+    try:
+        return engine.model_id
+    except Exception:  # an engine whose manifest cannot be built still gets a stable id
+        return f"{spec.name}-{getattr(engine, 'training_data_hash_', '')[-10:]}"
+
+
+def _k_value(k: Any, pool: np.ndarray, data: Dataset) -> float:
+    if k == ALL:
+        labels = data.labels[pool]
+        return float(len(labels)) / max(len(set(labels.tolist())), 1)
+    return float(k)

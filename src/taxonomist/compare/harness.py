@@ -1,0 +1,164 @@
+"""`run_compare`: run every experiment for every engine and write results.json and the report."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..taxonomy import Crosswalk, Taxonomy
+from . import _scores
+from .costs import PriceTable, load_prices
+from .dataset import Dataset
+from .experiments import ALL, Comparison, EngineSpec, Progress, Settings
+from .runlog import RunLog
+
+__all__ = ["run_compare", "RESULTS", "SCHEMA_VERSION"]
+
+RESULTS = "results.json"
+SCHEMA_VERSION = 1
+
+
+def run_compare(
+    data: Dataset,
+    taxonomy: Taxonomy | None,
+    engines: Sequence[EngineSpec],
+    *,
+    out_dir: str | Path,
+    settings: Settings | None = None,
+    prices: PriceTable | None = None,
+    store: Any | None = None,
+    second_network: tuple[Dataset, Crosswalk] | None = None,
+    progress: Progress | None = None,
+    notes: Sequence[str] = (),
+    write_report: bool = True,
+) -> dict[str, Any]:
+    """Run the four experiments and return the results dict (also written to `out_dir/results.json`).
+
+    With a `store`, every prediction is stored under its run id; the results
+    name those run ids, so each figure can be recomputed from the two.
+    """
+    started = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    prices = prices or load_prices()
+    log = RunLog(store)
+    cmp = Comparison(data, taxonomy, engines, settings=settings, log=log, workdir=out / "work",
+                     progress=progress, second_network=second_network)
+    lc = cmp.learning_curve()
+    bt = cmp.backtest()
+    events = cmp.taxonomy_events()
+    llm_tokens = _measured_llm_tokens(cmp)
+    costs = cmp.cost_speed(prices, bt, llm_tokens=llm_tokens)
+    results: dict[str, Any] = {
+        "schema": SCHEMA_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "dataset": {"name": data.name, "source": data.source, "records": len(data), "categories": len(data.classes),
+                    "dated": data.dated, "months": [int(data.months.min()), int(data.months.max())] if data.dated else None,
+                    "text_fields": data.extra.get("text_fields", [])},
+        "taxonomy": {"name": cmp.taxonomy.name, "version": cmp.taxonomy.version_id, "categories": len(cmp.taxonomy)},
+        "engines": [s.to_dict() for s in engines],
+        "settings": cmp.settings.to_dict(),
+        "splits": cmp.splits_summary(),
+        "learning_curve": lc,
+        "backtest": bt,
+        "events": events,
+        "cost_speed": costs,
+        "cascade": cmp.cascade(),
+        "calibration": _calibration(cmp),
+        "confusions": _confusions(cmp),
+        "skipped": cmp.skipped,
+        "notes": list(notes),
+        "store": {"url": str(getattr(store, "url", "")) if store is not None else None},
+        "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": _cpus()},
+        "runs": [r.to_dict() for r in log.runs.values()],
+    }
+    from .report import answers, headline
+
+    results["headline"] = headline(results)
+    results["answers"] = answers(results)
+    results["timings"] = {**cmp.timings, "total_seconds": round(time.perf_counter() - started, 2)}
+    (out / RESULTS).write_text(json.dumps(results, indent=1, default=_json_default) + "\n", encoding="utf-8")
+    if write_report:
+        from .report import write_report as _write
+
+        _write(results, out)
+    return results
+
+
+def _cpus() -> int:
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def _calibration(cmp: Comparison) -> dict[str, Any]:
+    out = {}
+    for spec in cmp.specs:
+        runs = cmp.log.select(experiment="learning_curve", engine=spec.display, k=ALL, seed=0)
+        if not runs:
+            continue
+        r = runs[0]
+        out[spec.display] = {
+            "run_id": r.run_id, "n": r.n, "ece": _scores.ece(r.y_true, r.y_pred, r.confidence),
+            "bins": _scores.reliability(r.y_true, r.y_pred, r.confidence),
+        }
+    return out
+
+
+def _confusions(cmp: Comparison, top: int = 10) -> dict[str, Any]:
+    out = {}
+    for spec in cmp.specs:
+        runs = cmp.log.select(experiment="learning_curve", engine=spec.display, k=ALL, seed=0)
+        if not runs:
+            continue
+        r = runs[0]
+        counts: dict[tuple[str, str], int] = {}
+        for t, p in zip(r.y_true.tolist(), r.y_pred.tolist()):
+            if t != p:
+                counts[(t, p)] = counts.get((t, p), 0) + 1
+        pairs = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+        out[spec.display] = {"run_id": r.run_id, "n": r.n, "pairs": [
+            {"true": t, "predicted": p, "count": c, "true_name": _name(cmp.taxonomy, t), "predicted_name": _name(cmp.taxonomy, p)}
+            for (t, p), c in pairs
+        ]}
+    return out
+
+
+def _name(taxonomy: Taxonomy, code: str) -> str:
+    return taxonomy[code].name if code in taxonomy else code
+
+
+def _measured_llm_tokens(cmp: Comparison) -> dict[str, float] | None:
+    """Mean tokens per prediction reported by an LLM engine, when one ran and counts them."""
+    for fitted in cmp._fits.values():
+        usage = getattr(fitted.engine, "usage_", None)
+        if not usage:
+            continue
+        calls = float(usage.get("calls") or usage.get("predictions") or 0)
+        if calls <= 0:
+            continue
+        return {
+            "input": float(usage.get("prompt_tokens", 0)) / calls,
+            "cached": float(usage.get("cached_tokens", 0)) / calls,
+            "output": float(usage.get("completion_tokens", 0)) / calls,
+        }
+    return None

@@ -1,0 +1,503 @@
+"""The report of a comparison: headline numbers, the three questions answered, and the figures.
+
+Everything here is computed from the results dict (`results.json`); nothing is
+measured. `report.html` is self-contained (inline SVG), `report.md` holds the
+same text and tables.
+"""
+
+from __future__ import annotations
+
+import math
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .svg import Marker, Series, line_chart
+
+__all__ = ["headline", "answers", "write_report", "render_html", "render_markdown"]
+
+
+# ----- formatting -----------------------------------------------------------------------
+def pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def pts(x: float) -> str:
+    return f"{100 * x:+.1f} pts"
+
+
+def money(x: float) -> str:
+    if x == 0:
+        return "$0"
+    if abs(x) < 0.01:
+        return f"${x:.2g}"
+    if abs(x) < 100:
+        return f"${x:,.2f}"
+    return f"${x:,.0f}"
+
+
+def volume(v: float | None) -> str:
+    if v is None:
+        return "never"
+    if v >= 1e6:
+        return f"{v / 1e6:.1f}M"
+    if v >= 1e4:
+        return f"{v / 1e3:.0f}k"
+    return f"{v:,.0f}"
+
+
+def secs(s: float) -> str:
+    if s < 1:
+        return f"{1000 * s:.0f} ms"
+    if s < 120:
+        return f"{s:.1f} s"
+    return f"{s / 60:.1f} min"
+
+
+# ----- headline numbers ----------------------------------------------------------------
+def _runs_mean(results: dict[str, Any], run_ids: list[str], metric: str = "accuracy") -> float:
+    by_id = {r["run_id"]: r for r in results["runs"]}
+    return float(np.mean([by_id[i][metric] for i in run_ids]))
+
+
+def _best(curves: dict[str, list[dict[str, Any]]], engines: list[str], k: str = "all") -> tuple[str, dict[str, Any]] | None:
+    best = None
+    for e in engines:
+        p = next((p for p in curves.get(e, []) if p["k"] == k), None)
+        if p and (best is None or p["accuracy"] > best[1]["accuracy"]):
+            best = (e, p)
+    return best
+
+
+def _families(results: dict[str, Any]) -> tuple[list[str], list[str]]:
+    trained = [e["label"] for e in results["engines"] if e["family"] == "trained"]
+    retrieval = [e["label"] for e in results["engines"] if e["family"] == "retrieval"]
+    return trained, retrieval
+
+
+def headline(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The numbers the answers quote. Items with `runs` are means over those runs' stored predictions."""
+    items: list[dict[str, Any]] = []
+    lc = results["learning_curve"]["curves"]
+    trained, retrieval = _families(results)
+    for e in [*trained, *retrieval]:
+        p = next((p for p in lc.get(e, []) if p["k"] == "all"), None)
+        if p:
+            items.append({"key": f"accuracy_all/{e}", "label": f"{e}: accuracy with all examples", "engine": e,
+                          "value": _runs_mean(results, p["run_ids"]), "metric": "accuracy", "runs": p["run_ids"], "format": "pct"})
+            items.append({"key": f"macro_f1_all/{e}", "label": f"{e}: macro-F1 with all examples", "engine": e,
+                          "value": _runs_mean(results, p["run_ids"], "macro_f1"), "metric": "macro_f1", "runs": p["run_ids"], "format": "pct"})
+    bt = results.get("backtest")
+    if bt:
+        for e, body in bt["engines"].items():
+            never = body["policies"].get("never")
+            if not never:
+                continue
+            items.append({"key": f"in_period/{e}", "label": f"{e}: accuracy in the training period (held out)", "engine": e,
+                          "value": _runs_mean(results, [body["reference_run_id"]]), "metric": "accuracy",
+                          "runs": [body["reference_run_id"]], "format": "pct"})
+            items.append({"key": f"frozen_later/{e}", "label": f"{e}, never retrained: mean accuracy, months {bt['months'][0]}-{bt['months'][-1]}",
+                          "engine": e, "value": _runs_mean(results, never["run_ids"]), "metric": "accuracy", "runs": never["run_ids"], "format": "pct"})
+            for name, pol in body["policies"].items():
+                if name != "never":
+                    items.append({"key": f"policy_{name}/{e}", "label": f"{e}, retrained '{name}': mean accuracy, months {bt['months'][0]}-{bt['months'][-1]}",
+                                  "engine": e, "value": _runs_mean(results, pol["run_ids"]), "metric": "accuracy", "runs": pol["run_ids"], "format": "pct"})
+    nc = (results.get("events") or {}).get("new_category")
+    if nc:
+        for e, body in nc["engines"].items():
+            last = body["points"][-1]
+            items.append({"key": f"new_category/{e}", "label": f"{e}: recall on {nc['category']} with {last['k']} examples",
+                          "engine": e, "value": _runs_mean(results, [last["run_new"]]), "metric": "accuracy", "runs": [last["run_new"]],
+                          "format": "pct"})
+    cs = results.get("cost_speed")
+    if cs:
+        for pair in cs["break_even"]:
+            items.append({"key": f"break_even/{pair['a']}|{pair['b']}", "label": f"break-even: {pair['a']} vs {pair['b']} (items/month)",
+                          "value": pair["volume"], "format": "volume", "cost_models": [pair["a"], pair["b"]]})
+    return items
+
+
+# ----- the three answers ---------------------------------------------------------------
+def answers(results: dict[str, Any]) -> dict[str, str]:
+    trained, retrieval = _families(results)
+    lc = results["learning_curve"]
+    curves = lc["curves"]
+    out: dict[str, str] = {}
+
+    # 1. How many examples?
+    lines = []
+    best_all = _best(curves, trained + retrieval)
+    if best_all:
+        e, p = best_all
+        lines.append(f"With all labelled examples (about {p['k_value']:.0f} per category, {lc['n_classes']} categories) "
+                     f"the most accurate engine is {e}: {pct(p['accuracy'])} accuracy, macro-F1 {pct(p['macro_f1'])} "
+                     f"(mean of {p['seeds']} seed{'s' if p['seeds'] > 1 else ''}, {p['n_test']} held-out records).")
+    for k in ("1", "5", "10"):
+        b = _best(curves, trained + retrieval, k)
+        if b:
+            lines.append(f"With {k} example{'s' if k != '1' else ''} per category the best is {b[0]} at {pct(b[1]['accuracy'])}.")
+    for c in lc["crossover"]:
+        if c["crossover_k"] is None:
+            lines.append(f"{c['trained']} never overtakes {c['retrieval']} on the k tried.")
+        elif c["crossover_k"] == c["points"][0]["k"]:
+            lines.append(f"{c['trained']} is at least as accurate as {c['retrieval']} from the smallest k tried ({c['crossover_k']} per category).")
+        else:
+            lines.append(f"{c['trained']} overtakes {c['retrieval']} from {c['crossover_k']} examples per category "
+                         f"(compared on the {c['points'][0]['n']} records both were scored on).")
+    out["examples"] = " ".join(lines)
+
+    # 2. Six months later?
+    bt = results.get("backtest")
+    if not bt:
+        reason = next((s["reason"] for s in results["skipped"] if s["experiment"] == "backtest"), "")
+        out["six_months"] = f"Not measured: {reason}."
+    else:
+        lines = []
+        m0, m1 = bt["months"][0], bt["months"][-1]
+        for e, body in bt["engines"].items():
+            never = body["policies"].get("never")
+            if not never:
+                continue
+            ref = body["reference_accuracy"]
+            later = never["mean_accuracy"]
+            late = float(np.mean([m["accuracy"] for m in never["months"][-3:]]))
+            lines.append(f"{e} trained on months {bt['train_months'][0]}-{bt['train_months'][1]} scores {pct(ref)} on held-out records of "
+                         f"that period, {pct(later)} on average over months {m0}-{m1} and {pct(late)} in the last three months "
+                         f"({pts(late - ref)}) if never retrained.")
+            for name in ("monthly", "drift"):
+                pol = body["policies"].get(name)
+                if pol:
+                    how = "retrained every month" if name == "monthly" else f"retrained when label-free drift (confidence drop) exceeded {bt['drift_threshold']:.2f}"
+                    lines.append(f"  {how}: {pct(pol['mean_accuracy'])} on average with {pol['n_retrains']} retrains "
+                                 f"({secs(pol['train_seconds'])} of training).")
+        out["six_months"] = " ".join(lines)
+
+    # 3. What does change cost?
+    ev = results.get("events") or {}
+    lines = []
+    nc = ev.get("new_category")
+    if nc:
+        lines.append(f"New category {nc['category']} ({nc['name']}), first seen in month {nc['first_month']}:")
+        for e, body in nc["engines"].items():
+            pts_ = body["points"]
+            k0 = pts_[0]
+            last = pts_[-1]
+            if body["family"] == "retrieval":
+                lines.append(f"  {e} uses it as soon as examples are added: recall {pct(last['recall_new'])} with {last['k']} examples "
+                             f"(update took {secs(last['update_seconds'])}, no training; {pct(k0['recall_new'])} with its definition alone).")
+            else:
+                lines.append(f"  {e} cannot predict it until retrained ({pct(k0['recall_new'])} before); after retraining with {last['k']} examples "
+                             f"recall is {pct(last['recall_new'])} (training {secs(last['update_seconds'])}).")
+    else:
+        reason = next((s["reason"] for s in results["skipped"] if s["experiment"] == "new_category"), "not run")
+        lines.append(f"New category: not replayed ({reason}).")
+    mg = ev.get("merge")
+    if mg:
+        a, b = mg["sources"]
+        lines.append(f"Merging {a}+{b} (the most confused pair):")
+        for e, body in mg["engines"].items():
+            lines.append(f"  {e}: {pct(body['before'])} before, {pct(body['mapped'])} by mapping its outputs (no retraining), "
+                         f"{pct(body['refit'])} refitted on merged labels ({secs(body['refit_seconds'])}).")
+    nw = ev.get("network")
+    if nw:
+        lines.append(f"Second network {nw['network']} through crosswalk {nw['crosswalk']} ({nw['their_codes']} of their codes, "
+                     f"{len(nw['merges'])} of ours receiving several of theirs, {nw['unmapped_records']} records unmapped):")
+        for e, body in nw["engines"].items():
+            lines.append(f"  {e}: {pct(body['as_is'])} on their records as is, {pct(body['with_history'])} after adding "
+                         f"{body['n_history']} of their mapped records ({secs(body['update_seconds'])}).")
+    out["change"] = " ".join(lines)
+
+    # 4. Cost
+    cs = results.get("cost_speed")
+    lines = []
+    if cs:
+        for e, sp in cs["speed"].items():
+            lines.append(f"{e}: p50 {sp['latency_p50_ms']:.1f} ms, p95 {sp['latency_p95_ms']:.1f} ms, {sp['throughput_per_s']:,.0f} items/s, "
+                         f"{money(sp['cost_per_1000'])} per 1,000 items of compute.")
+        for pair in cs["break_even"]:
+            lines.append(f"Break-even between {pair['a']} and {pair['b']}: {volume(pair['volume'])} items/month "
+                         f"(above it {pair['cheaper_above']} is cheaper).")
+    out["cost"] = " ".join(lines)
+    out["recommendation"] = _recommendation(results, trained, retrieval)
+    return out
+
+
+def _recommendation(results: dict[str, Any], trained: list[str], retrieval: list[str]) -> str:
+    curves = results["learning_curve"]["curves"]
+    bt, bt_t, bt_r = _best(curves, trained), None, _best(curves, retrieval)
+    bt_t = bt
+    parts = []
+    casc = [c for c in results.get("cascade", [])]
+    best_casc = max(casc, key=lambda c: c["accuracy_combined"] - max(c["accuracy_trained"], c["accuracy_retrieval"]), default=None)
+    if bt_t and bt_r:
+        t, pt = bt_t
+        r, pr = bt_r
+        gap = pt["accuracy"] - pr["accuracy"]
+        if best_casc and best_casc["accuracy_combined"] > max(best_casc["accuracy_trained"], best_casc["accuracy_retrieval"]) + 0.005:
+            c = best_casc
+            parts.append(f"Combine them: run {c['trained']} on every record and send its least confident {pct(c['share_sent'])} to "
+                         f"{c['retrieval']}; on {c['n']} records this scores {pct(c['accuracy_combined'])} against "
+                         f"{pct(c['accuracy_trained'])} and {pct(c['accuracy_retrieval'])} alone.")
+        elif gap >= 0:
+            parts.append(f"Train: {t} is {pts(gap)} more accurate than {r} with all examples ({pct(pt['accuracy'])} vs {pct(pr['accuracy'])}).")
+        else:
+            parts.append(f"Retrieve: {r} is {pts(-gap)} more accurate than {t} ({pct(pr['accuracy'])} vs {pct(pt['accuracy'])}).")
+        nc = (results.get("events") or {}).get("new_category")
+        if nc and gap >= 0:
+            parts.append(f"Keep {r} alongside for change: it handles a new category the day its examples are added, "
+                         f"while {t} waits for its next retrain.")
+    elif bt_t:
+        parts.append(f"Train: {bt_t[0]} is the most accurate engine tried ({pct(bt_t[1]['accuracy'])}); no retrieval engine was compared.")
+    elif bt_r:
+        parts.append(f"Retrieve: {bt_r[0]} ({pct(bt_r[1]['accuracy'])}); no trained engine was compared.")
+    bt_res = results.get("backtest")
+    if bt_res and bt_t and bt_t[0] in bt_res["engines"]:
+        from .experiments import choose_policy
+
+        pol = bt_res["engines"][bt_t[0]]["policies"]
+        chosen = choose_policy(pol)
+        if chosen and chosen != "never":
+            parts.append(f"Retrain {bt_t[0]} with the '{chosen}' policy ({pol[chosen]['n_retrains']} retrains in "
+                         f"{len(bt_res['months'])} months kept {pct(pol[chosen]['mean_accuracy'])}"
+                         + (f" vs {pct(pol['never']['mean_accuracy'])} frozen" if "never" in pol else "") + ").")
+        elif chosen == "never":
+            parts.append(f"Retraining {bt_t[0]} bought less than one point over the months tested; retrain on taxonomy changes only.")
+    cs = results.get("cost_speed")
+    if cs and bt_t:
+        api = next((m for m in cs["cost_models"] if m["approach"].startswith("hosted LLM")), None)
+        mine = next((m for m in cs["cost_models"] if m["approach"].startswith(f"{bt_t[0]} ")), None)
+        if api and mine:
+            from .costs import CostModel, break_even_volume
+
+            fields_ = ("approach", "per_item", "fixed_per_month", "retrains_per_month")
+            v = break_even_volume(CostModel(**{k: mine[k] for k in fields_}), CostModel(**{k: api[k] for k in fields_}))
+            if v is not None:
+                parts.append(f"On cost, self-hosting {bt_t[0]} beats a hosted LLM with RAG above {volume(v)} items a month "
+                             f"({money(mine['fixed_per_month'])}/month fixed + {money(mine['per_item'] * 1000)} per 1,000 items vs "
+                             f"{money(api['per_item'] * 1000)} per 1,000 items).")
+    return " ".join(parts) or "Not enough engines ran to recommend."
+
+
+# ----- rendering ---------------------------------------------------------------------------
+def _curve_charts(results: dict[str, Any]) -> list[str]:
+    lc = results["learning_curve"]
+    charts = []
+    for metric, name in (("accuracy", "Accuracy"), ("macro_f1", "Macro-F1")):
+        series = []
+        for e, points in lc["curves"].items():
+            series.append(Series(e, [p["k_value"] for p in points], [p[metric] for p in points]))
+        ticks = sorted({(p["k_value"], p["k"]) for ps in lc["curves"].values() for p in ps})
+        charts.append(line_chart(series, title=f"{name} by labelled examples per category", x_label="examples per category (log)",
+                                 y_label=name.lower(), x_log=True, y_range=(0, 1), x_ticks=_thin_ticks(ticks)))
+    return charts
+
+
+def _thin_ticks(ticks: list[tuple[float, str]]) -> list[tuple[float, str]]:
+    out: list[tuple[float, str]] = []
+    for v, label in ticks:
+        if out and math.log10(max(v, 1e-9)) - math.log10(max(out[-1][0], 1e-9)) < 0.12:
+            continue
+        out.append((v, label))
+    return out
+
+
+def _backtest_chart(results: dict[str, Any]) -> str:
+    bt = results["backtest"]
+    series = []
+    for e, body in bt["engines"].items():
+        for name, pol in body["policies"].items():
+            xs = [bt["train_months"][1]] + [m["month"] for m in pol["months"]]
+            ys = [body["reference_accuracy"]] + [m["accuracy"] for m in pol["months"]]
+            series.append(Series(f"{e} {name}", xs, ys, dashed=name != "never"))
+    months = [bt["train_months"][1], *bt["months"]]
+    ticks = [(m, "≤%d" % m if i == 0 else str(m)) for i, m in enumerate(months) if i == 0 or len(months) < 14 or m % 2 == 0]
+    return line_chart(series, title="Accuracy by month after training (training period held-out at left)", x_label="month",
+                      y_label="accuracy", x_ticks=ticks, markers=[Marker(bt["train_months"][1] + 0.5, "training ends")])
+
+
+def _cost_chart(results: dict[str, Any]) -> str:
+    cs = results["cost_speed"]
+    vols = [10 ** (e / 4) for e in range(8, 29)]
+    series = [Series(m["approach"], vols, [m["fixed_per_month"] + m["per_item"] * v for v in vols], markers=False) for m in cs["cost_models"]]
+    markers = [Marker(p["volume"], volume(p["volume"])) for p in cs["break_even"] if 1e2 <= p["volume"] <= 1e7 and "hosted LLM" in p["a"] + p["b"]]
+    return line_chart(series, title="Monthly cost by volume (break-even with the hosted LLM marked)", x_label="items per month (log)",
+                      y_label="US$ per month (log)", x_log=True, y_log=True, markers=markers)
+
+
+def _timeline_chart(results: dict[str, Any]) -> str:
+    nc = results["events"]["new_category"]
+    series = []
+    days = [0, 1, 2, 5, 10, 15, 20, 25, 29, 30, 31, 35, 45, 60]
+    for e, body in nc["engines"].items():
+        k0, last = body["points"][0], body["points"][-1]
+        if body["family"] == "retrieval":
+            ys = [last["recall_new"] for _ in days]
+        else:
+            # Under a monthly retraining cadence the new category waits for the next retrain (day 30 at worst).
+            ys = [k0["recall_new"] if d < 30 else last["recall_new"] for d in days]
+        series.append(Series(e, days, ys, step=True, markers=False))
+    return line_chart(series, title=f"Recall on new category {nc['category']} after it is introduced ({nc['engines'][next(iter(nc['engines']))]['points'][-1]['k']} examples)",
+                      x_label="days after introduction (monthly retraining)", y_label="recall", y_range=(0, 1))
+
+
+def _new_category_chart(results: dict[str, Any]) -> str:
+    nc = results["events"]["new_category"]
+    series = [Series(e, [max(p["k"], 0.5) for p in body["points"]], [p["recall_new"] for p in body["points"]])
+              for e, body in nc["engines"].items()]
+    ticks = sorted({(max(p["k"], 0.5), str(p["k"])) for b in nc["engines"].values() for p in b["points"]})
+    return line_chart(series, title=f"Recall on {nc['category']} by examples given (0 = before; trained engines after retraining)",
+                      x_label="examples of the new category (log)", y_label="recall", x_log=True, y_range=(0, 1), x_ticks=ticks)
+
+
+def _reliability_chart(results: dict[str, Any]) -> str:
+    series = []
+    for e, body in results["calibration"].items():
+        bins = [b for b in body["bins"] if b["n"]]
+        series.append(Series(f"{e} (ECE {body['ece']:.3f})", [b["confidence"] for b in bins], [b["accuracy"] for b in bins]))
+    return line_chart(series, title="Reliability: accuracy by confidence (diagonal = calibrated)", x_label="mean confidence in bin",
+                      y_label="accuracy", y_range=(0, 1), diagonal=True)
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> tuple[str, str]:
+    html = "<table><tr>" + "".join(f"<th>{escape(h)}</th>" for h in headers) + "</tr>"
+    html += "".join("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in r) + "</tr>" for r in rows) + "</table>"
+    md = "| " + " | ".join(headers) + " |\n|" + "---|" * len(headers) + "\n" + "".join("| " + " | ".join(str(c) for c in r) + " |\n" for r in rows)
+    return html, md
+
+
+def _sections(results: dict[str, Any]) -> list[tuple[str, list[str], list[tuple[str, str]]]]:
+    """(title, svg charts, [(html table, md table)]) per section, in report order."""
+    out = []
+    lc = results["learning_curve"]
+    rows = [[e] + [next((pct(p["accuracy"]) for p in pts_ if p["k"] == k), "-") for k in lc["ks"]] for e, pts_ in lc["curves"].items()]
+    out.append(("1. Learning curves", _curve_charts(results), [_table(["engine"] + [f"k={k}" for k in lc["ks"]], rows)]))
+    if results.get("backtest"):
+        bt = results["backtest"]
+        rows = []
+        for e, body in bt["engines"].items():
+            for name, pol in body["policies"].items():
+                rows.append([e, name, pct(body["reference_accuracy"]), pct(pol["mean_accuracy"]), pct(pol["final_accuracy"]), pol["n_retrains"], secs(pol["train_seconds"])])
+        out.append(("2. Accuracy by month", [_backtest_chart(results)],
+                    [_table(["engine", "policy", "training period", f"mean months {bt['months'][0]}-{bt['months'][-1]}", "last month", "retrains", "training time"], rows)]))
+    ev = results.get("events") or {}
+    charts, tables = [], []
+    if ev.get("new_category"):
+        charts += [_new_category_chart(results), _timeline_chart(results)]
+        nc = ev["new_category"]
+        rows = [[e, p["k"], pct(p["recall_new"]), pct(p["accuracy_all"]), secs(p["update_seconds"])] for e, b in nc["engines"].items() for p in b["points"]]
+        tables.append(_table(["engine", f"examples of {nc['category']}", f"recall on {nc['category']}", "accuracy (all records)", "fit/update time"], rows))
+    if ev.get("merge"):
+        mg = ev["merge"]
+        rows = [[e, pct(b["before"]), pct(b["mapped"]), pct(b["refit"]), secs(b["refit_seconds"])] for e, b in mg["engines"].items()]
+        tables.append(_table(["engine", "before merge", f"{'+'.join(mg['sources'])} mapped", "refitted", "refit time"], rows))
+    if ev.get("network"):
+        nw = ev["network"]
+        rows = [[e, pct(b["as_is"]), pct(b["with_history"]), b["n_history"]] for e, b in nw["engines"].items()]
+        tables.append(_table(["engine", f"{nw['network']} as is", "with their mapped history", "their records added"], rows))
+    if charts or tables:
+        out.append(("3. Adaptation to taxonomy changes", charts, tables))
+    cs = results.get("cost_speed")
+    if cs:
+        rows = [[e, f"{s['latency_p50_ms']:.1f}", f"{s['latency_p95_ms']:.1f}", f"{s['throughput_per_s']:,.0f}", money(s["cost_per_1000"]), secs(s["train_seconds_full"])]
+                for e, s in cs["speed"].items()]
+        t1 = _table(["engine", "p50 ms", "p95 ms", "items/s", "compute per 1,000", "training (full data)"], rows)
+        rows = [[m["approach"], money(m["per_1000_items"]), money(m["fixed_per_month"]), f"{m['retrains_per_month']:.2f}", "; ".join(m["notes"])] for m in cs["cost_models"]]
+        t2 = _table(["approach", "per 1,000 items", "fixed per month", "retrains/month", "assumptions"], rows)
+        rows = [[p["a"], p["b"], volume(p["volume"]), p["cheaper_above"]] for p in cs["break_even"]]
+        t3 = _table(["approach A", "approach B", "break-even items/month", "cheaper above it"], rows)
+        out.append(("4. Cost and speed", [_cost_chart(results)], [t1, t2, t3]))
+    if results.get("calibration"):
+        rows = [[e, b["n"], f"{b['ece']:.3f}"] for e, b in results["calibration"].items()]
+        out.append(("Calibration", [_reliability_chart(results)], [_table(["engine", "records", "ECE"], rows)]))
+    if results.get("confusions"):
+        tables = []
+        for e, b in results["confusions"].items():
+            rows = [[f"{p['true']} {p['true_name']}", f"{p['predicted']} {p['predicted_name']}", p["count"]] for p in b["pairs"]]
+            tables.append(_table([f"{e}: true", "predicted", "count"], rows))
+        out.append(("Top confusions", [], tables[:3]))
+    if results.get("cascade"):
+        rows = [[c["trained"], c["retrieval"], c["n"], pct(c["share_sent"]), pct(c["accuracy_trained"]), pct(c["accuracy_retrieval"]), pct(c["accuracy_combined"])] for c in results["cascade"]]
+        out.append(("Combining them", [], [_table(["trained", "retrieval", "records", "sent to retrieval", "trained alone", "retrieval alone", "combined"], rows)]))
+    return out
+
+
+def _fmt_head(item: dict[str, Any]) -> str:
+    if item["format"] == "pct":
+        return pct(item["value"])
+    if item["format"] == "volume":
+        return volume(item["value"])
+    return f"{item['value']:g}"
+
+
+QUESTIONS = (
+    ("examples", "How many examples does each approach need?"),
+    ("six_months", "Will it still be accurate in six months?"),
+    ("change", "What does change cost?"),
+    ("cost", "Cost and speed"),
+    ("recommendation", "Recommendation"),
+)
+
+
+def _setup_lines(results: dict[str, Any]) -> list[str]:
+    d = results["dataset"]
+    lines = [f"Data: {d['name']} ({d['records']:,} records, {d['categories']} categories"
+             + (f", months {d['months'][0]}-{d['months'][1]}" if d["dated"] else ", undated") + f"); taxonomy {results['taxonomy']['name']} {results['taxonomy']['version']}."]
+    for e in results["engines"]:
+        caps = []
+        if e["max_train"]:
+            caps.append(f"trained on at most {e['max_train']:,} records")
+        if e["max_test"]:
+            caps.append(f"scored on the first {e['max_test']:,} records of each test set")
+        if e["seeds"]:
+            caps.append(f"{e['seeds']} seed(s)")
+        lines.append(f"Engine {e['label']} ({e['family']}, {e['name']}): " + ("; ".join(caps) if caps else "full data") + ".")
+    for s in results["skipped"]:
+        lines.append(f"Skipped {s['experiment']}" + (f" ({s['engine']} {s['cell']})" if s["engine"] != "all" else "") + f": {s['reason']}.")
+    lines += results.get("notes", [])
+    t = results.get("timings", {})
+    if t:
+        lines.append("Time: " + ", ".join(f"{k} {secs(v)}" for k, v in t.items()) + ".")
+    return lines
+
+
+def render_html(results: dict[str, Any]) -> str:
+    a = results["answers"]
+    body = [f"<h1>taxonomist comparison: {escape(results['dataset']['name'])}</h1>",
+            f"<p class='meta'>{escape(results['created'])} · {results['machine']['cpus']} CPU cores · results.json schema {results['schema']}</p>"]
+    for key, q in QUESTIONS:
+        body.append(f"<h2>{escape(q)}</h2><p>{escape(a.get(key, ''))}</p>")
+    body.append("<h2>Headline numbers</h2>")
+    html, _ = _table(["figure", "value", "from"], [[h["label"], _fmt_head(h), f"{len(h['runs'])} stored run(s)" if h.get("runs") else "cost model"] for h in results["headline"]])
+    body.append(html)
+    for title, charts, tables in _sections(results):
+        body.append(f"<h2>{escape(title)}</h2>")
+        body += [f"<div class='fig'>{c}</div>" for c in charts]
+        body += [t for t, _ in tables]
+    body.append("<h2>Set-up</h2><ul>" + "".join(f"<li>{escape(x)}</li>" for x in _setup_lines(results)) + "</ul>")
+    style = ("body{font-family:sans-serif;max-width:980px;margin:2em auto;color:#222;line-height:1.45}"
+             "table{border-collapse:collapse;margin:.6em 0 1.4em}td,th{border:1px solid #ccc;padding:3px 7px;font-size:13px;text-align:left}"
+             "th{background:#f4f4f4}.fig{margin:1em 0}.meta{color:#777}")
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>taxonomist comparison</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    a = results["answers"]
+    lines = [f"# taxonomist comparison: {results['dataset']['name']}", "", f"{results['created']} · figures in report.html", ""]
+    for key, q in QUESTIONS:
+        lines += [f"## {q}", "", a.get(key, ""), ""]
+    lines += ["## Headline numbers", ""]
+    _, md = _table(["figure", "value"], [[h["label"], _fmt_head(h)] for h in results["headline"]])
+    lines += [md]
+    for title, _, tables in _sections(results):
+        lines += [f"## {title}", ""] + [t for _, t in tables]
+    lines += ["## Set-up", ""] + [f"- {x}" for x in _setup_lines(results)] + [""]
+    return "\n".join(lines)
+
+
+def write_report(results: dict[str, Any], out_dir: str | Path) -> Path:
+    out = Path(out_dir)
+    (out / "report.html").write_text(render_html(results), encoding="utf-8")
+    (out / "report.md").write_text(render_markdown(results), encoding="utf-8")
+    return out / "report.html"
