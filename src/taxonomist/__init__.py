@@ -18,9 +18,19 @@ from .errors import (
     TaxonomyError,
 )
 from .prediction import Alternative, Evidence, Prediction
+from .records import ColumnMapping, ImportResult, Record, Reject, read_records, write_rejects
 from .taxonomy import ABSTAIN, Category, Change, ChangelogEntry, Crosswalk, Group, Taxonomy, load_crosswalk, load_taxonomy
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # The store pulls in SQLAlchemy's ORM (~0.7 s); load it on first use so the CLI starts fast.
+    if name == "Store":
+        from .store import Store
+
+        return Store
+    raise AttributeError(f"module 'taxonomist' has no attribute {name!r}")
 
 __all__ = [
     "ABSTAIN",
@@ -30,15 +40,20 @@ __all__ = [
     "Category",
     "Change",
     "ChangelogEntry",
+    "ColumnMapping",
     "ColumnMappingError",
     "Crosswalk",
     "EngineError",
     "Evidence",
     "Group",
+    "ImportResult",
     "MissingExtraError",
     "NotFittedError",
     "Prediction",
+    "Record",
     "RecordError",
+    "Reject",
+    "Store",
     "StoreError",
     "TaxonomistError",
     "Taxonomy",
@@ -46,4 +61,6 @@ __all__ = [
     "__version__",
     "load_crosswalk",
     "load_taxonomy",
+    "read_records",
+    "write_rejects",
 ]

@@ -34,7 +34,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import MissingExtraError, StoreError
-from ..records import Record, text_hash
+from ..records import Record
 from .migrations import LATEST_VERSION, applied_migrations, migrate
 from .models import LabelRow, LlmCacheRow, ModelRow, PredictionRow, RecordRow, RunRow, TaxonomyVersionRow
 
