@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..engines.base import Engine, create_engine
-from ..errors import ExperimentError
+from ..errors import ExperimentError, TaxonomyError
 from ..taxonomy import Crosswalk, Taxonomy
 from .costs import CostModel, PriceTable, break_even_volume
 from .dataset import Dataset
@@ -154,7 +154,14 @@ class Comparison:
         if len(set(data.labels.tolist())) < 2:
             raise ExperimentError(f"dataset '{data.name}' has fewer than 2 categories; nothing to compare")
         self.data = data
-        self.taxonomy = taxonomy or Taxonomy.from_labels(data.labels.tolist(), name=data.name)
+        self.notes: list[str] = []
+        if taxonomy is None:
+            try:
+                taxonomy = Taxonomy.from_labels(data.labels.tolist(), name=data.name)
+            except TaxonomyError as exc:
+                # Labels that are not valid category codes (e.g. over 32 characters) still compare fine.
+                self.notes.append(f"No taxonomy document: labels are used as they are ({exc}).")
+        self.taxonomy: Taxonomy | None = taxonomy
         self.specs = list(engines)
         self.settings = settings or Settings()
         self.log = log or RunLog()
@@ -202,6 +209,9 @@ class Comparison:
                 first[c] = min(first.get(c, mth), mth)
             start = int(d.months.min())
             self.new_codes = sorted(c for c, mth in first.items() if mth > s.train_end_month and mth > start)
+        if self.taxonomy is None:
+            self.base_taxonomy: Taxonomy | None = None
+            return
         base_cats = [c for c in self.taxonomy.categories if c.code not in self.new_codes]
         self.base_taxonomy = (
             Taxonomy(
@@ -262,7 +272,7 @@ class Comparison:
         capped: bool = False,
     ) -> _Fitted:
         taxonomy = self.base_taxonomy if taxonomy is None else taxonomy
-        key = (spec.display, _key(idx, sorted((relabel or {}).items()), taxonomy.version_id, None if extra is None else _key(np.arange(len(extra[0])), extra[1].tolist()[:50], len(extra[0]))))
+        key = (spec.display, _key(idx, sorted((relabel or {}).items()), getattr(taxonomy, "version_id", None), None if extra is None else _key(np.arange(len(extra[0])), extra[1].tolist()[:50], len(extra[0]))))
         if key in self._fits:
             return self._fits[key]
         texts = self.data.texts[idx].tolist()
@@ -361,6 +371,16 @@ class Comparison:
             for spec, seed, k in plan:
                 idx = self._sample_k(k, seed)
                 capped = False
+                if k != ALL and len(idx) == len(self.pool):
+                    # k is at least the largest category: the same training set as "all".
+                    if seed == 0:
+                        self.skipped.append({"experiment": "learning_curve", "engine": spec.display, "cell": f"k={k}",
+                                             "reason": "k is at least the size of the largest category, so it equals 'all'"})
+                    advance(1)
+                    continue
+                if k == ALL and seed > 0 and not (spec.max_train and len(idx) > spec.max_train):
+                    advance(1)  # every seed trains on the same full pool: one run says it all
+                    continue
                 if spec.max_train and len(idx) > spec.max_train:
                     if k != ALL:
                         self.skipped.append({
@@ -493,7 +513,7 @@ class Comparison:
                 "per_month": {str(k): int(len(v)) for k, v in month_sample.items()},
                 "drift_threshold": s.drift_threshold, "engines": engines_out}
 
-    def _taxonomy_at(self, month: int) -> Taxonomy:
+    def _taxonomy_at(self, month: int) -> Taxonomy | None:
         """The taxonomy in force at the end of `month`: new categories count once their records exist."""
         d = self.data
         if not self.new_codes:
@@ -560,7 +580,7 @@ class Comparison:
                 })
                 advance(1)
             engines_out[spec.display] = {"family": spec.family, "points": points}
-        return {"category": code, "name": self.taxonomy[code].name if code in self.taxonomy else code,
+        return {"category": code, "name": self.taxonomy[code].name if self.taxonomy is not None and code in self.taxonomy else code,
                 "first_month": start, "eval_new": int(len(eval_new)), "eval_all": int(len(eval_general)),
                 "history": int(len(hist)), "engines": engines_out}
 
@@ -573,16 +593,18 @@ class Comparison:
         run = runs[0]
         pairs: dict[tuple[str, str], int] = {}
         for t, p in zip(run.y_true.tolist(), run.y_pred.tolist()):
-            if t != p and t in self.base_taxonomy and p in self.base_taxonomy:
+            if t != p and (self.base_taxonomy is None or (t in self.base_taxonomy and p in self.base_taxonomy)):
                 key = tuple(sorted((t, p)))
                 pairs[key] = pairs.get(key, 0) + 1
         if not pairs:
             self.skipped.append({"experiment": "merge", "engine": "all", "cell": "", "reason": "no two categories are confused; no natural merge"})
             return None
         (a, b), count = max(pairs.items(), key=lambda kv: (kv[1], kv[0]))
-        change = self.base_taxonomy.merge([a, b], into=a, author="taxonomist compare", date="2000-01-01")
-        relabel = dict(change.relabel)
-        merged_tax = change.taxonomy
+        if self.base_taxonomy is not None:
+            change = self.base_taxonomy.merge([a, b], into=a, author="taxonomist compare", date="2000-01-01")
+            relabel, merged_tax = dict(change.relabel), change.taxonomy
+        else:
+            relabel, merged_tax = {b: a}, None
         advance = self.progress(f"merge {a}+{b}", 2 * len(self.specs))
         engines_out = {}
         for spec in self.specs:
@@ -618,7 +640,8 @@ class Comparison:
             return None
         other, crosswalk = self.second_network
         s = self.settings
-        crosswalk.check(self.taxonomy)
+        if self.taxonomy is not None:
+            crosswalk.check(self.taxonomy)
         keep = np.array([y in crosswalk.mapping for y in other.labels.tolist()], dtype=bool)
         unmapped = int((~keep).sum())
         idx_all = np.flatnonzero(keep)
@@ -738,7 +761,10 @@ class Comparison:
         return 1.0 + changes, f"assumed monthly retraining (no backtest) + {prices.taxonomy_changes_per_year:g} taxonomy changes a year"
 
     def _estimated_prompt_tokens(self) -> dict[str, float]:
-        definitions = sum(len(c.describe()) for c in self.taxonomy.active_categories)
+        if self.taxonomy is not None:
+            definitions = sum(len(c.describe()) for c in self.taxonomy.active_categories)
+        else:
+            definitions = sum(len(c) + 20 for c in set(self.data.labels.tolist()))
         mean_text = float(np.mean([len(t) for t in self.data.texts[: 2000].tolist()]))
         prefix = definitions / 4.0 + 150.0
         examples = 10 * mean_text / 4.0

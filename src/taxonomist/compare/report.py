@@ -146,7 +146,7 @@ def answers(results: dict[str, Any]) -> dict[str, str]:
         else:
             lines.append(f"{c['trained']} overtakes {c['retrieval']} from {c['crossover_k']} examples per category "
                          f"(compared on the {c['points'][0]['n']} records both were scored on).")
-    out["examples"] = " ".join(lines)
+    out["examples"] = "\n".join(lines)
 
     # 2. Six months later?
     bt = results.get("backtest")
@@ -172,7 +172,7 @@ def answers(results: dict[str, Any]) -> dict[str, str]:
                     how = "retrained every month" if name == "monthly" else f"retrained when label-free drift (confidence drop) exceeded {bt['drift_threshold']:.2f}"
                     lines.append(f"  {how}: {pct(pol['mean_accuracy'])} on average with {pol['n_retrains']} retrains "
                                  f"({secs(pol['train_seconds'])} of training).")
-        out["six_months"] = " ".join(lines)
+        out["six_months"] = "\n".join(lines)
 
     # 3. What does change cost?
     ev = results.get("events") or {}
@@ -207,7 +207,7 @@ def answers(results: dict[str, Any]) -> dict[str, str]:
         for e, body in nw["engines"].items():
             lines.append(f"  {e}: {pct(body['as_is'])} on their records as is, {pct(body['with_history'])} after adding "
                          f"{body['n_history']} of their mapped records ({secs(body['update_seconds'])}).")
-    out["change"] = " ".join(lines)
+    out["change"] = "\n".join(lines)
 
     # 4. Cost
     cs = results.get("cost_speed")
@@ -219,7 +219,7 @@ def answers(results: dict[str, Any]) -> dict[str, str]:
         for pair in cs["break_even"]:
             lines.append(f"Break-even between {pair['a']} and {pair['b']}: {volume(pair['volume'])} items/month "
                          f"(above it {pair['cheaper_above']} is cheaper).")
-    out["cost"] = " ".join(lines)
+    out["cost"] = "\n".join(lines)
     out["recommendation"] = _recommendation(results, trained, retrieval)
     return out
 
@@ -462,12 +462,27 @@ def _setup_lines(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _answer_html(text: str) -> str:
+    out, items = [], []
+    for line in text.splitlines():
+        if line.startswith("  "):
+            items.append(f"<li>{escape(line.strip())}</li>")
+            continue
+        if items:
+            out.append("<ul>" + "".join(items) + "</ul>")
+            items = []
+        out.append(f"<p>{escape(line)}</p>")
+    if items:
+        out.append("<ul>" + "".join(items) + "</ul>")
+    return "".join(out)
+
+
 def render_html(results: dict[str, Any]) -> str:
     a = results["answers"]
     body = [f"<h1>taxonomist comparison: {escape(results['dataset']['name'])}</h1>",
             f"<p class='meta'>{escape(results['created'])} · {results['machine']['cpus']} CPU cores · results.json schema {results['schema']}</p>"]
     for key, q in QUESTIONS:
-        body.append(f"<h2>{escape(q)}</h2><p>{escape(a.get(key, ''))}</p>")
+        body.append(f"<h2>{escape(q)}</h2>" + _answer_html(a.get(key, "")))
     body.append("<h2>Headline numbers</h2>")
     html, _ = _table(["figure", "value", "from"], [[h["label"], _fmt_head(h), f"{len(h['runs'])} stored run(s)" if h.get("runs") else "cost model"] for h in results["headline"]])
     body.append(html)
@@ -486,7 +501,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     a = results["answers"]
     lines = [f"# taxonomist comparison: {results['dataset']['name']}", "", f"{results['created']} · figures in report.html", ""]
     for key, q in QUESTIONS:
-        lines += [f"## {q}", "", a.get(key, ""), ""]
+        lines += [f"## {q}", ""] + [f"- {x.strip()}" if x.startswith("  ") else x for x in a.get(key, "").splitlines()] + [""]
     lines += ["## Headline numbers", ""]
     _, md = _table(["figure", "value"], [[h["label"], _fmt_head(h)] for h in results["headline"]])
     lines += [md]

@@ -1,0 +1,118 @@
+"""`taxonomist compare` and `taxonomist demo`: measure prompting against fine-tuning on your own data."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ._console import console, err_console, progress
+
+__all__ = ["register"]
+
+
+@contextmanager
+def progress_callback() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
+    """A rich progress bar per experiment stage, as the `Comparison` progress hook."""
+    with progress() as bar:
+        def start(description: str, total: int) -> Callable[[int], None]:
+            task = bar.add_task(description, total=max(total, 1))
+
+            def advance(n: int = 1) -> None:
+                bar.advance(task, n)
+
+            return advance
+
+        yield start
+
+
+def print_answers(results: dict, report: Path) -> None:
+    from ..compare.report import QUESTIONS
+
+    for key, question in QUESTIONS:
+        console.print(f"\n[bold]{question}[/bold]")
+        for line in results["answers"].get(key, "").splitlines():
+            console.print(line, highlight=False, markup=False)
+    console.print(f"\nReport: {report}")
+
+
+def compare(
+    data: Annotated[Path, typer.Option("--data", help="Labelled records: CSV, JSONL or Parquet with text,label (and date or month for the time experiments).")],
+    out: Annotated[Path, typer.Option("--out", help="Directory for report.html, report.md, results.json and the store of predictions.")],
+    taxonomy: Annotated[Optional[Path], typer.Option("--taxonomy", help="Taxonomy YAML; default: a flat taxonomy from the labels.")] = None,
+    engines: Annotated[str, typer.Option("--engines", help="Comma-separated engines to compare (see `taxonomist engines list`).")] = "tfidf,knn,head,llm",
+    budget: Annotated[str, typer.Option("--budget", help="quick | standard | full: how much data slow engines (MiniLM, fine-tuning, LLM) see; every cap is stated in the report.")] = "standard",
+    seeds: Annotated[Optional[int], typer.Option("--seeds", min=1, help="Seeds for the learning curve (default by budget).")] = None,
+    llm_sample: Annotated[int, typer.Option("--llm-sample", min=1, help="Records the LLM engine answers per evaluation (a fixed prefix of each test set).")] = 40,
+    prices: Annotated[Optional[Path], typer.Option("--prices", help="Price table YAML (copy taxonomist/compare/prices.yaml and edit).")] = None,
+    network: Annotated[Optional[Path], typer.Option("--network", help="Another network's labelled records, in their codes, to import through --crosswalk.")] = None,
+    crosswalk: Annotated[Optional[Path], typer.Option("--crosswalk", help="Crosswalk from the other network's codes to ours (YAML or CSV).")] = None,
+    db: Annotated[Optional[Path], typer.Option("--db", help="Store for every prediction (default: OUT/compare.db).")] = None,
+    text_fields: Annotated[str, typer.Option("--text-fields", help="Structured columns to prepend to the text, comma-separated (default none).")] = "",
+) -> None:
+    """Run every engine through the same experiments and write the decision report.
+
+    Experiments: learning curve (k examples per category, several seeds);
+    time backtest with retraining policies (needs dates); taxonomy events (a
+    new category, a merge, a second network through a crosswalk); latency,
+    throughput and cost with break-even volumes. Experiments the data cannot
+    support are skipped, and the report says why.
+    """
+    from ..compare.costs import load_prices
+    from ..compare.dataset import load_dataset
+    from ..compare.harness import open_store, run_compare
+    from ..compare.presets import engine_specs, settings_for
+    from ..errors import ExperimentError
+    from ..taxonomy import load_crosswalk, load_taxonomy
+
+    if (network is None) != (crosswalk is None):
+        raise ExperimentError("--network and --crosswalk go together: give both to replay the import of a second network, or neither")
+    names = [e.strip() for e in engines.split(",") if e.strip()]
+    specs = engine_specs(names, budget=budget, llm_sample=llm_sample)
+    fields = [f.strip() for f in text_fields.split(",") if f.strip()]
+    dataset = load_dataset(data, text_fields=fields)
+    tax = load_taxonomy(taxonomy) if taxonomy else None
+    second = None
+    if network is not None and crosswalk is not None:
+        second = (load_dataset(network, text_fields=fields, name=network.stem), load_crosswalk(crosswalk))
+    out.mkdir(parents=True, exist_ok=True)
+    store = open_store(db or out / "compare.db")
+    try:
+        with progress_callback() as cb:
+            results = run_compare(dataset, tax, specs, out_dir=out, settings=settings_for(budget, seeds=seeds),
+                                  prices=load_prices(prices), store=store, second_network=second, progress=cb)
+    finally:
+        store.close()
+    for s in results["skipped"]:
+        if s["engine"] == "all":
+            err_console.print(f"skipped {s['experiment']}: {s['reason']}", highlight=False)
+    print_answers(results, out / "report.html")
+
+
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Directory for the generated data and the report.")] = Path("demo-out"),
+    records: Annotated[int, typer.Option("--records", min=2000, help="Denial records to generate (24 months).")] = 24000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the data generator.")] = 7,
+    engines: Annotated[str, typer.Option("--engines", help="Comma-separated engines; default: all the demo's local engines.")] = "",
+    llm_sample: Annotated[int, typer.Option("--llm-sample", min=1, help="Records the local LLM answers per evaluation.")] = 30,
+) -> None:
+    """The flagship demo: generate denial data, compare the engines on it, print the three answers.
+
+    Runs on local models only (MiniLM, SmolLM2); slow engines see fixed
+    subsamples stated in the report. Takes under 10 minutes on 2 cores.
+    """
+    from ..compare.demo import run_demo
+
+    with progress_callback() as cb:
+        results, report = run_demo(out, records=records, seed=seed, engines=[e for e in engines.split(",") if e] or None,
+                                   llm_sample=llm_sample, progress=cb, say=lambda m: err_console.print(m, highlight=False))
+    print_answers(results, report)
+    console.print(f"Total time: {results['demo']['total_seconds']:.0f} s")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("compare")(compare)
+    app.command("demo")(demo)

@@ -1,0 +1,171 @@
+"""The decision harness on small data: same splits for every engine, drift, new category, store, skips."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from taxonomist.cli import main
+from taxonomist.compare import EngineSpec, Settings, load_dataset, run_compare
+from taxonomist.compare.harness import open_store
+from taxonomist.errors import ExperimentError
+
+DATA = Path(__file__).parent / "data"
+
+#: Small sizes that keep a whole comparison to a few seconds with tfidf.
+TINY = Settings(seeds=2, ks=(1, 5, 25, "all"), backtest_per_month=40, new_category_ks=(1, 5, 10),
+                new_category_eval=60, general_eval=120, latency_items=10, throughput_items=100)
+
+
+def run_cli(argv: list[str]) -> int:
+    try:
+        main(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def write_dated(path: Path, *, n: int = 1500, seed: int = 0) -> Path:
+    """Synthetic dated records: 6 categories whose wording drifts after month 12, and C9 split out of C0 from month 19."""
+    rng = np.random.default_rng(seed)
+    early = {f"C{i}": [f"w{i}x{j}" for j in range(8)] for i in range(6)}
+    late = {f"C{i}": [f"v{i}x{j}" for j in range(8)] for i in range(6)}
+    noise = [f"n{j}" for j in range(40)]
+    rows = []
+    for r in range(n):
+        month = int(rng.integers(1, 25))
+        label = f"C{int(rng.integers(0, 6))}"
+        if month >= 19 and label == "C0" and rng.random() < 0.5:
+            label = "C9"
+        if label == "C9":
+            words = ["audio", "only", "fq", "telehealth", *early["C0"][:2]]
+        else:
+            drifted = month > 12 and rng.random() < min(0.95, (month - 12) / 10)
+            words = late[label] if drifted else early[label]
+        text = " ".join([*rng.choice(words, 3), *rng.choice(noise, 4)])
+        rows.append({"id": f"r{r:05d}", "text": text, "label": label, "month": month})
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["id", "text", "label", "month"])
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="module")
+def dated_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("compare")
+    data = load_dataset(write_dated(d / "records.csv"))
+    store = open_store(d / "out" / "compare.db")
+    try:
+        results = run_compare(data, None, [EngineSpec("tfidf")], out_dir=d / "out", settings=TINY, store=store)
+        stored = {run["run_id"]: len(store.predictions(run_id=run["run_id"])) for run in results["runs"]}
+    finally:
+        store.close()
+    return d / "out", results, stored
+
+
+def test_learning_curve_runs_every_k_and_seed_on_the_same_test_set(dated_run):
+    _, results, _ = dated_run
+    points = results["learning_curve"]["curves"]["tfidf"]
+    assert [p["k"] for p in points] == ["1", "5", "25", "all"]
+    assert all(p["seeds"] == 2 for p in points[:-1])
+    assert points[-1]["seeds"] == 1  # every seed would train on the same full pool
+    assert len({p["n_test"] for p in points}) == 1
+    # More examples never hurt much, and all examples beat one per category.
+    assert points[-1]["accuracy"] > points[0]["accuracy"]
+
+
+def test_backtest_shows_frozen_accuracy_falling_after_training_period(dated_run):
+    _, results, _ = dated_run
+    bt = results["backtest"]
+    assert bt["months"] == list(range(13, 25))
+    tfidf = bt["engines"]["tfidf"]
+    never = tfidf["policies"]["never"]
+    late = np.mean([m["accuracy"] for m in never["months"][-3:]])
+    assert late < tfidf["reference_accuracy"] - 0.10
+    assert never["n_retrains"] == 0
+    monthly = tfidf["policies"]["monthly"]
+    assert monthly["n_retrains"] == len(bt["months"]) - 1
+    assert monthly["mean_accuracy"] > never["mean_accuracy"]
+    # The drift policy retrains only when the confidence drop crosses the threshold.
+    drift = tfidf["policies"]["drift"]
+    assert all(r["drift"] > bt["drift_threshold"] for r in drift["retrains"])
+
+
+def test_new_category_is_invisible_to_a_trained_engine_until_retrained(dated_run):
+    _, results, _ = dated_run
+    nc = results["events"]["new_category"]
+    assert nc["category"] == "C9" and nc["first_month"] == 19
+    points = nc["engines"]["tfidf"]["points"]
+    assert [p["k"] for p in points] == [0, 1, 5, 10]
+    assert points[0]["recall_new"] == 0.0
+    assert points[-1]["recall_new"] > 0.5
+
+
+def test_every_evaluation_is_stored_under_its_run_id(dated_run):
+    out, results, stored = dated_run
+    assert results["runs"], "no runs recorded"
+    for run in results["runs"]:
+        assert stored[run["run_id"]] == run["n"], run["experiment"]
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["headline"] == json.loads(json.dumps(results["headline"]))
+
+
+def test_cost_model_has_break_even_with_hosted_llm(dated_run):
+    _, results, _ = dated_run
+    cs = results["cost_speed"]
+    assert cs["speed"]["tfidf"]["throughput_per_s"] > 0
+    assert cs["speed"]["tfidf"]["latency_p95_ms"] >= cs["speed"]["tfidf"]["latency_p50_ms"]
+    assert any("hosted LLM" in p["a"] + p["b"] for p in cs["break_even"])
+
+
+def test_undated_data_skips_time_experiments_and_says_why(tmp_path):
+    train = (DATA / "banking77_small_train.csv").read_text().splitlines()
+    (tmp_path / "b77.csv").write_text("\n".join(train) + "\n")
+    data = load_dataset(tmp_path / "b77.csv")
+    assert not data.dated
+    results = run_compare(data, None, [EngineSpec("tfidf")], out_dir=tmp_path / "out",
+                          settings=Settings(seeds=1, ks=(1, 5, "all"), latency_items=5, throughput_items=20))
+    skipped = {s["experiment"]: s["reason"] for s in results["skipped"]}
+    assert "no dates" in skipped["backtest"]
+    assert "no dates" in skipped["new_category"]
+    assert results["backtest"] is None
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "Skipped backtest" in html
+    assert results["learning_curve"]["curves"]["tfidf"][-1]["accuracy"] > 0.5
+
+
+def test_cli_compare_on_undated_csv(tmp_path, capsys):
+    rows = (DATA / "banking77_small_train.csv").read_text().splitlines()
+    (tmp_path / "b77.csv").write_text("\n".join(rows) + "\n")
+    assert run_cli(["compare", "--data", str(tmp_path / "b77.csv"), "--out", str(tmp_path / "out"), "--engines", "tfidf",
+                    "--budget", "quick", "--seeds", "1"]) == 0
+    out = capsys.readouterr()
+    assert "How many examples" in out.out
+    assert "skipped backtest" in out.err
+    assert (tmp_path / "out" / "report.html").is_file()
+    assert (tmp_path / "out" / "compare.db").is_file()
+
+
+def test_cli_compare_unknown_engine_is_one_line_error(tmp_path, capsys):
+    rows = (DATA / "banking77_small_train.csv").read_text().splitlines()
+    (tmp_path / "b77.csv").write_text("\n".join(rows) + "\n")
+    assert run_cli(["compare", "--data", str(tmp_path / "b77.csv"), "--out", str(tmp_path / "out"), "--engines", "tfidf,nosuch"]) == 1
+    err = capsys.readouterr().err
+    assert "unknown engine 'nosuch'" in err and "Traceback" not in err
+
+
+def test_missing_label_column_names_the_fix(tmp_path):
+    (tmp_path / "x.csv").write_text("id,text\n1,hello\n")
+    with pytest.raises(ExperimentError, match="no 'label' column"):
+        load_dataset(tmp_path / "x.csv")
+
+
+def test_empty_label_names_the_row(tmp_path):
+    (tmp_path / "x.csv").write_text("id,text,label\n1,hello,A\n2,world,\n")
+    with pytest.raises(ExperimentError, match="row 3"):
+        load_dataset(tmp_path / "x.csv")
