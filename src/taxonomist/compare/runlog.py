@@ -55,7 +55,7 @@ class EvalRun:
     def to_dict(self) -> dict[str, Any]:
         out = {"run_id": self.run_id, "experiment": self.experiment, "engine": self.engine, "model_id": self.model_id, "n": self.n}
         out.update(self.meta)
-        out.update({k: round(v, 6) for k, v in self.metrics().items()})
+        out.update(self.metrics())
         out["predict_seconds"] = round(self.predict_seconds, 4)
         return out
 
