@@ -1,0 +1,1 @@
+"""Prompting a general LLM with retrieval: backends, prompt builder, accounting."""
