@@ -264,3 +264,15 @@ def test_progress_callback_reports_positions(tmp_path: Path) -> None:
     read_records(path, on_progress=seen.append)
     assert seen[0] > 0 and seen == sorted(seen[:-1]) + [-1]
     assert count_rows(path) == 1201  # the two-line row counts twice: an estimate for the bar
+
+
+def test_jsonl_rows_are_checked_one_by_one_even_the_first(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.jsonl"
+    path.write_text(
+        json.dumps({"id": "a", "body": "no text key"}) + "\n"
+        + json.dumps({"id": "b", "text": "kept", "extra": 1}) + "\n"
+        + json.dumps({"id": "c", "text": "kept too"}) + "\n"
+    )
+    result = read_records(path, mapping=ColumnMapping(label="code"))  # 'code' is in no row: read as unlabelled
+    assert [(r.id, r.label, r.fields) for r in result.records] == [("b", None, {"extra": 1}), ("c", None, {})]
+    assert [(r.line, r.reason) for r in result.rejects] == [(1, "the row has no 'text' field; every record needs its text")]

@@ -166,18 +166,24 @@ RowReader = Callable[[Path], Iterator[tuple[int, Union[Mapping[str, Any], RowErr
 class _Format:
     reader: RowReader
     suffixes: tuple[str, ...]
+    fixed_columns: bool  # every row has the same columns (a header): check the mapping once, up front
 
 
 FORMATS: dict[str, _Format] = {}
 
 
-def register_format(name: str, reader: RowReader, *, suffixes: Iterable[str] = ()) -> None:
+def register_format(
+    name: str, reader: RowReader, *, suffixes: Iterable[str] = (), fixed_columns: bool = False
+) -> None:
     """Register a reader yielding ``(position, row_dict)`` or ``(position, error)`` for each row.
 
     `position` is what a user needs to find the row in their file (a physical
     line number, a row number, a segment number); it is reported on rejects.
+    With `fixed_columns`, a mapped column missing from the first row refuses the
+    whole file; otherwise each row is checked on its own (a row without text is
+    rejected, an optional column it lacks is read as empty).
     """
-    FORMATS[name] = _Format(reader=reader, suffixes=tuple(s.lower() for s in suffixes))
+    FORMATS[name] = _Format(reader=reader, suffixes=tuple(s.lower() for s in suffixes), fixed_columns=fixed_columns)
 
 
 def detect_format(path: str | Path) -> str:
@@ -285,9 +291,9 @@ def _read_835(path: Path) -> Iterator[tuple[int, Mapping[str, Any] | RowError]]:
     yield from x12.read_835(path)
 
 
-register_format("csv", _read_csv, suffixes=(".csv",))
+register_format("csv", _read_csv, suffixes=(".csv",), fixed_columns=True)
 register_format("jsonl", _read_jsonl, suffixes=(".jsonl", ".ndjson"))
-register_format("parquet", _read_parquet, suffixes=(".parquet", ".pq"))
+register_format("parquet", _read_parquet, suffixes=(".parquet", ".pq"), fixed_columns=True)
 register_format("835", _read_835, suffixes=(".835", ".era"))
 
 
@@ -371,7 +377,9 @@ def _has_bad_bytes(value: Any) -> bool:
 
 
 def _category_problem(code: str, taxonomy: Taxonomy, line: int) -> str | None:
-    where = f"taxonomy '{taxonomy.name}' {taxonomy.version_id}"
+    if code in taxonomy and taxonomy[code].active:
+        return None
+    where = f"taxonomy '{taxonomy.name}' {taxonomy.version_id}"  # version_id hashes the document: only on a problem
     if code not in taxonomy:
         return (
             f"category '{code}' is not in {where} (known: {taxonomy._known_codes()}); "
@@ -423,25 +431,27 @@ def read_records(
     columns_seen: tuple[str, ...] | None = None
     where = f"'{p}'"
 
-    for n, (line, row) in enumerate(FORMATS[fmt_name].reader(p), 1):
+    fmt = FORMATS[fmt_name]
+    for n, (line, row) in enumerate(fmt.reader(p), 1):
         if on_progress is not None and n % 500 == 0:
             on_progress(line)
         if not isinstance(row, Mapping):
             result.rejects.append(Reject(line=line, id="", reason=str(row)))
             continue
         cols = tuple(row.keys())
-        if roles is None or (fmt_name != "csv" and cols != columns_seen):
-            # JSONL rows may differ in keys: resolve per shape; CSV/Parquet have one header.
-            if roles is None:
-                roles = mapping.resolve(cols, where=where)
-                field_cols = mapping.field_columns(cols)
+        if cols != columns_seen:
+            if fmt.fixed_columns:
+                if roles is None:
+                    roles = mapping.resolve(cols, where=where)
             else:
                 roles = _resolve_row(mapping, cols, where, line)
-                if roles is None:
-                    result.rejects.append(Reject(line=line, id="", reason=f"the row has no '{mapping.text}' field; every record needs its text", raw=row))
-                    continue
-                field_cols = mapping.field_columns(cols)
+            field_cols = mapping.field_columns(cols)
             columns_seen = cols
+        if roles is None:
+            result.rejects.append(
+                Reject(line=line, id="", reason=f"the row has no '{mapping.text}' field; every record needs its text", raw=row)
+            )
+            continue
         rec_or_reason = _to_record(row, roles, field_cols, line, taxonomy, source_default, occurrences)
         if isinstance(rec_or_reason, Reject):
             result.rejects.append(rec_or_reason)

@@ -56,6 +56,9 @@ __all__ = [
 
 DB_FILENAME = "taxonomist.db"
 _CHUNK = 500
+# Bulk writes go through Core tables: the ORM's bulk path costs ~3x more per row here.
+_RECORDS: sa.Table = RecordRow.__table__  # type: ignore[assignment]
+_LABELS: sa.Table = LabelRow.__table__  # type: ignore[assignment]
 
 
 def _now() -> dt.datetime:
@@ -324,9 +327,9 @@ class Store:
                     history.setdefault(rec.id, []).append((ours, theirs, True))  # type: ignore[arg-type]
                     result.unchanged += 1
                 if new_records:
-                    s.execute(sa.insert(RecordRow), new_records)
+                    s.execute(_RECORDS.insert(), new_records)
                 if new_labels:
-                    s.execute(sa.insert(LabelRow), new_labels)
+                    s.execute(_LABELS.insert(), new_labels)
                     result.labels_added += len(new_labels)
             run = s.get(RunRow, result.run_id)
             assert run is not None
@@ -466,7 +469,7 @@ class Store:
                 ).all()
                 for c in _chunks(olds):
                     s.execute(update(LabelRow).where(LabelRow.id.in_([o.id for o in c])).values(is_current=False))
-                    s.execute(sa.insert(LabelRow), [
+                    s.execute(_LABELS.insert(), [
                         {"record_id": o.record_id, "category": mapping[o.category], "taxonomy_version": version,
                          "who": who, "labelled_at": now, "is_current": True, "replaces_label_id": o.id,
                          "reason": reason, "original_category": o.original_category, "run_id": run_id}
@@ -668,7 +671,7 @@ class Store:
         if out:
             with self._session() as s:
                 for c in _chunks(out):
-                    s.execute(sa.insert(PredictionRow), list(c))
+                    s.execute(PredictionRow.__table__.insert(), list(c))
         return len(out)
 
     def predictions(self, model_id: str | None = None, run_id: str | None = None) -> list[dict[str, Any]]:
