@@ -770,8 +770,13 @@ def _safe_url(url: str) -> str:
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # Foreign keys on, so SQLite enforces what PostgreSQL does. WAL with
+    # synchronous=NORMAL makes a commit ~10x cheaper and never corrupts the file;
+    # a power cut can lose only the last commits.
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()
 
