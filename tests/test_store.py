@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from pathlib import Path
 
 import pytest
@@ -104,8 +105,23 @@ def test_taxonomist_db_env_names_the_store(tmp_path: Path, monkeypatch: pytest.M
 def test_unusable_urls_raise_store_errors(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="no database driver"):
         Store.open("postgresql+nosuchdriver://u@127.0.0.1/db")
+    with pytest.raises(StoreError, match="driver 'pg8000' .* is not installed"):
+        Store.open("postgresql+pg8000://u@127.0.0.1/db")
     with pytest.raises(StoreError, match="not a database URL"):
         Store.open("::not a url::://")
+    not_a_db = tmp_path / "denials.csv"
+    not_a_db.write_text("id,text\n1,a csv passed as --db by mistake\n" * 50)
+    with pytest.raises(StoreError, match="cannot open the store at .*denials.csv: file is not a database"):
+        Store.open(not_a_db)
+    assert "by mistake" in not_a_db.read_text()  # left untouched
+
+
+def test_missing_postgres_driver_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from taxonomist.errors import MissingExtraError
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if taxonomist[postgres] were not installed
+    with pytest.raises(MissingExtraError, match=r"pip install 'taxonomist\[postgres\]'"):
+        Store.open("postgresql+psycopg://u@127.0.0.1/db")
 
 
 def test_one_current_label_per_record_is_enforced_by_the_database(loaded: Store) -> None:

@@ -161,11 +161,17 @@ class Store:
         kwargs: dict[str, Any] = {"echo": echo, "future": True}
         if parsed.get_backend_name() == "sqlite":
             if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise StoreError(f"cannot create the folder for the store {shown}: {exc.strerror}") from None
         try:
             engine = sa.create_engine(url, **kwargs)
         except ModuleNotFoundError as exc:
-            raise MissingExtraError(exc.name or "database driver", "postgres", f"the database {shown}") from None
+            missing = exc.name or "database driver"
+            if missing.split(".")[0] == "psycopg":
+                raise MissingExtraError(missing, "postgres", f"the database {shown}") from None
+            raise StoreError(f"the database driver '{missing}' for {shown} is not installed; pip install it") from None
         except sa.exc.NoSuchModuleError:
             raise StoreError(f"no database driver for '{shown}'; expected sqlite:/// or postgresql+psycopg://") from None
         if engine.dialect.name == "sqlite":
@@ -175,9 +181,12 @@ class Store:
         except StoreError:
             engine.dispose()
             raise
-        except sa.exc.OperationalError as exc:
+        except sa.exc.DBAPIError as exc:  # cannot connect, not a database file, no permission
             engine.dispose()
-            raise StoreError(f"cannot open the store at {shown}: {str(exc.orig).strip().splitlines()[0]}") from None
+            reason = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
+            raise StoreError(
+                f"cannot open the store at {shown}: {reason}; check --db (a store file or a database URL)"
+            ) from None
         return cls(engine, url=url)
 
     def close(self) -> None:
