@@ -133,6 +133,21 @@ def test_malformed_csv_rows_are_rejected_and_blank_lines_skipped(tmp_path: Path)
     ]
 
 
+def test_impossible_dates_and_long_texts(tmp_path: Path) -> None:
+    path = tmp_path / "dates.csv"
+    letter = "appeal letter paragraph. " * 8000  # ~200 KB, over csv's default field limit
+    path.write_text(
+        f"id,text,date\n1,ok,2024-02-29\n2,ok,2023-02-29\n3,ok,2024-13-01\n4,{letter},2024-03-01T09:30:00\n",
+        encoding="utf-8",
+    )
+    result = read_records(path)
+    assert [(r.id, r.date) for r in result.records] == [("1", dt.date(2024, 2, 29)), ("4", dt.date(2024, 3, 1))]
+    assert len(result.records[1].text) == len(letter.strip())
+    assert [(r.line, r.reason.split(" in column")[0]) for r in result.rejects] == [
+        (3, "date '2023-02-29'"), (4, "date '2024-13-01'"),
+    ]
+
+
 def test_retired_category_is_rejected_naming_its_successor(tmp_path: Path, small_taxonomy) -> None:
     taxonomy = small_taxonomy.retire("I2", successor="I1", author="lead").taxonomy
     path = tmp_path / "old.csv"

@@ -202,6 +202,19 @@ _NOT_UTF8 = re.compile(r"[\udc80-\udcff]")
 def _read_csv(path: Path) -> Iterator[tuple[int, Mapping[str, Any] | RowError]]:
     # surrogateescape keeps undecodable bytes as lone surrogates, so a bad byte
     # rejects only the row holding it; the header is needed to read anything.
+    # Appeal letters can exceed csv's default 128 KiB field limit.
+    limit = csv.field_size_limit()
+    csv.field_size_limit(max(limit, _CSV_FIELD_LIMIT))
+    try:
+        yield from _read_csv_rows(path)
+    finally:
+        csv.field_size_limit(limit)
+
+
+_CSV_FIELD_LIMIT = 64 * 1024 * 1024
+
+
+def _read_csv_rows(path: Path) -> Iterator[tuple[int, Mapping[str, Any] | RowError]]:
     with path.open("r", encoding="utf-8", errors="surrogateescape", newline="") as fh:
         reader = csv.reader(fh)
         try:
@@ -349,7 +362,10 @@ def _parse_date(value: Any) -> dt.date | None:
         return None
     if not _ISO_DATE.match(text):
         raise ValueError(text)
-    return dt.date.fromisoformat(text[:10])
+    try:
+        return dt.date.fromisoformat(text[:10])
+    except ValueError:
+        raise ValueError(text) from None  # e.g. 2024-02-30: name the value, not Python's wording
 
 
 def _jsonable(value: Any) -> Any:
