@@ -291,3 +291,25 @@ def test_jsonl_rows_are_checked_one_by_one_even_the_first(tmp_path: Path) -> Non
     result = read_records(path, mapping=ColumnMapping(label="code"))  # 'code' is in no row: read as unlabelled
     assert [(r.id, r.label, r.fields) for r in result.records] == [("b", None, {"extra": 1}), ("c", None, {})]
     assert [(r.line, r.reason) for r in result.rejects] == [(1, "the row has no 'text' field; every record needs its text")]
+
+
+def test_no_reject_reason_carries_record_text(tmp_path: Path, small_taxonomy) -> None:
+    marker = "PATIENT JANE ROE DOB 1970"
+    csv_path = tmp_path / "phi.csv"
+    csv_path.write_bytes(
+        "id,text,label,date\n"
+        f"1,{marker} ok,C1,2024-01-01\n"
+        f"2,{marker} unknown,Z9,2024-01-01\n"
+        f"3,{marker} bad date,C1,01/01/2024\n"
+        f"1,{marker} duplicate,C1,2024-01-01\n"
+        f"5,{marker} ragged,C1,2024-01-01,extra\n".encode()
+        + f"6,{marker} latin-1 \xe9,C1,2024-01-01\n".encode("latin-1")
+    )
+    jsonl_path = tmp_path / "phi.jsonl"
+    jsonl_path.write_text(f'{{"id": "7", "text": "{marker} broken\n["{marker}"]\n')
+    rejects = read_records(csv_path, taxonomy=small_taxonomy).rejects + read_records(jsonl_path).rejects
+    assert len(rejects) == 7
+    for r in rejects:
+        assert "JANE" not in r.reason and "JANE" not in repr(r), r.reason
+    out = write_rejects(rejects, tmp_path / "rejects.csv")
+    assert "JANE" not in out.read_text()
