@@ -83,8 +83,8 @@ def data_card(
         f"labelled {events.new_category_parent} before; from that month on they are labelled "
         f"{events.new_category}: {after.get(events.new_category, 0):,} records.",
         f"- `taxonomy.yaml` is the taxonomy after the event ({len(taxonomy)} active categories, version "
-        f"{taxonomy.version_id}); before month {events.new_category_month} the labels use "
-        f"{len([c for c in before if before[c]])} categories.",
+        f"{taxonomy.version_id}); before month {events.new_category_month} labels come from the 47 categories "
+        f"of the base taxonomy ({len([c for c in before if before[c]])} of them occur in this sample).",
         "",
         "## Class counts (long tail)",
         "",

@@ -786,4 +786,4 @@ RANKS = (
 )
 
 #: The rarest categories get explicit tiny weights (fewer than 50 records in 80,000).
-RARE = {"D5": 0.00095, "E4": 0.00075, "F6": 0.00055, "A4": 0.0004}
+RARE = {"D5": 0.0006, "E4": 0.0005, "F6": 0.00045, "A4": 0.00035}

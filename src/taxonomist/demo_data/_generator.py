@@ -158,12 +158,12 @@ _KEYS = "qwertyuiopasdfghjklzxcvbnm"
 
 def _typo(text: str, r: random.Random) -> str:
     words = text.split(" ")
-    idx = [i for i, w in enumerate(words) if len(w) >= 4 and w.isalpha()]
+    idx = [i for i, w in enumerate(words) if len(w) >= 4 and w.rstrip(".,:;").isalpha()]
     if not idx:
         return text
     i = r.choice(idx)
     w = words[i]
-    j = r.randrange(1, len(w) - 1)
+    j = r.randrange(1, len(w.rstrip(".,:;")) - 1)
     op = r.random()
     if op < 0.3:
         w = w[:j] + w[j + 1] + w[j] + w[j + 2 :]
@@ -233,8 +233,10 @@ def draw_records(
 
     # Month and date: volume grows ~1.5% a month.
     mw = 1.015 ** np.arange(months)
-    month = np.sort(rng.choice(months, size=n, p=mw / mw.sum()) + 1)
+    month = rng.choice(months, size=n, p=mw / mw.sum()) + 1
     day = rng.integers(1, 29, size=n)
+    order = np.lexsort((day, month))  # records in date order, as a billing system lists them
+    month, day = month[order], day[order]
 
     # Payer, respecting each payer's start month.
     pw = np.array([p.weight for p in payers])
@@ -479,6 +481,8 @@ def _near_duplicates(
             remark = remark.rstrip(".") + f". Resubmitted claim ref {int(r * 1e8):08d}."
         else:
             remark = "  ".join(remark.split(" ", 1)) if " " in remark else remark
+        if remark == out["remark"][j]:
+            remark += " Resubmitted."
         out["remark"][i] = remark
         out["near_duplicate_of"][i] = out["id"][j]
         if out["concept"][i] == "AUDIO":  # the copy may fall after the new category exists
