@@ -67,6 +67,10 @@ class Record:
         return text_hash(self.text)
 
 
+#: The columns looked for when a role is not named, in order of preference.
+_USUAL_COLUMNS = {"id": ("id",), "label": ("label", "category"), "date": ("date",), "source": ("source",)}
+
+
 @dataclass(frozen=True)
 class ColumnMapping:
     """Which input column feeds which part of a `Record`.
@@ -85,8 +89,6 @@ class ColumnMapping:
     source: str | None = None
     fields: Sequence[str] | Literal["rest"] = "rest"
 
-    _DEFAULTS = {"id": ("id",), "label": ("label", "category"), "date": ("date",), "source": ("source",)}
-
     def resolve(self, columns: Iterable[str], *, where: str) -> dict[str, str | None]:
         """Map each role to a column present in `columns`; raise when an explicit one is absent."""
         present = list(dict.fromkeys(columns))
@@ -98,7 +100,7 @@ class ColumnMapping:
                 "name the right one with --text-col"
             )
         out["text"] = self.text
-        for role, names in self._DEFAULTS.items():
+        for role, names in _USUAL_COLUMNS.items():
             chosen = getattr(self, role)
             if chosen is not None:
                 if chosen not in have:
@@ -116,9 +118,10 @@ class ColumnMapping:
         return out
 
     def field_columns(self, columns: Iterable[str]) -> list[str]:
+        """The columns kept as structured fields."""
         present = list(dict.fromkeys(columns))
         roles = {self.text, self.id, self.label, self.date, self.source}
-        for role, names in self._DEFAULTS.items():
+        for role, names in _USUAL_COLUMNS.items():
             if getattr(self, role) is None:
                 roles.add(next((n for n in names if n in present), None))
         if self.fields == "rest":
@@ -498,7 +501,7 @@ def _resolve_row(mapping: ColumnMapping, cols: tuple[str, ...], where: str, line
     except ColumnMappingError:
         # An explicit optional column missing from one JSON object: treat it as empty.
         out: dict[str, str | None] = {"text": mapping.text}
-        for role, names in ColumnMapping._DEFAULTS.items():
+        for role, names in _USUAL_COLUMNS.items():
             chosen = getattr(mapping, role)
             out[role] = chosen if chosen is not None else next((n for n in names if n in cols), None)
         return out
