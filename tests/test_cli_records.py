@@ -136,3 +136,16 @@ def test_missing_file_is_one_line_without_traceback(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.strip() == f"error: input file '{tmp_path / 'nope.csv'}' does not exist"
     assert not (tmp_path / "n.db").exists()  # nothing was created for a file that is not there
+
+
+def test_fixed_file_reimport_removes_the_stale_rejects_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "fixme.csv"
+    path.write_text("id,text,date\n1,ok,2024-01-01\n2,bad date,2024/01/02\n")
+    db = str(tmp_path / "f.db")
+    assert cli(capsys, "import", str(path), "--db", db)[0] == 0
+    rejects = tmp_path / "fixme.csv.rejects.csv"
+    assert rejects.read_text().splitlines()[1].startswith("3,2,date '2024/01/02'")
+    path.write_text("id,text,date\n1,ok,2024-01-01\n2,bad date,2024-01-02\n")
+    code, out, _ = cli(capsys, "import", str(path), "--db", db)
+    assert code == 0 and "│    2 │        1 │         1 │         0 │        0 │" in out
+    assert not rejects.exists()
