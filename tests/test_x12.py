@@ -217,3 +217,25 @@ def test_import_through_the_records_registry(records, remit, tmp_path):
     assert reject.line == position
     assert reject.reason.startswith(f"segment {position} (CAS) of interchange 000000042, transaction ")
     assert "truncated" in reject.reason
+
+
+HANDWRITTEN = Path(__file__).parent / "data" / "x12" / "handwritten.835"
+
+
+def test_reads_an_835_laid_out_the_way_payers_send_it(caplog):
+    assert _validate_with_pyx12(HANDWRITTEN, caplog)
+    items = list(parse_835(HANDWRITTEN))
+    assert all(isinstance(i, Remit835Row) for i in items)
+    paid, addon, unprocessable, reversal = items
+    assert (paid.payer, paid.payee, paid.claim_id, paid.line, paid.line_id) == (
+        "ACME HEALTH PLAN", "SAMPLE COUNSELING GROUP", "CLM1001", 1, "LINE-1001-1"
+    )
+    assert (paid.cpt, paid.modifiers, paid.date, paid.billed_amount, paid.paid_amount) == ("90837", ("95",), "2024-03-01", 200.0, 96.5)
+    assert [(a.group, a.reason, a.amount) for a in paid.adjustments] == [("CO", "45", 73.5), ("PR", "3", 30.0)]
+    assert (addon.line, addon.carc, addon.rarcs) == (2, "97", ("M80", "N20"))
+    # claim-level CAS and MOA apply to the claim's only line; DTM*150 gives its date
+    assert (unprocessable.claim_status, unprocessable.group_code, unprocessable.carc) == ("4", "CO", "16")
+    assert (unprocessable.rarcs, unprocessable.modifiers, unprocessable.pos) == (("MA130", "N382"), ("GT", "HO"), "02")
+    assert (unprocessable.date, unprocessable.id) == ("2024-03-05", "CLM1002-1")
+    assert (reversal.claim_status, reversal.billed_amount, reversal.paid_amount, reversal.adjustment_amount) == ("22", -120.0, -80.0, -40.0)
+    assert unprocessable.text() == "CO-16 MA130 N382 | CPT 90834-GT-HO POS 02 | Payer: ACME HEALTH PLAN"

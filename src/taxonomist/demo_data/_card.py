@@ -73,8 +73,8 @@ def data_card(
         "\"Precertification/authorization/notification/pre-treatment absent\"; POS 10 (telehealth in the "
         f"patient's home) appears (first seen month {min(pos10) if pos10 else 'n/a'}, {len(pos10):,} records); "
         "Keystone Health Plan rewrites its templates (new wording, letter-style prefixes, more generic and "
-        "sibling codes); other payers adopt the new wording gradually (up to "
-        f"{knobs.v2_adoption:.0%} by month {months}); Tri-County Medicaid Managed Care starts; telehealth "
+        f"sibling codes); other payers adopt the new wording ({knobs.v2_adoption * knobs.v2_jump:.0%} of their "
+        f"remarks at once, {knobs.v2_adoption:.0%} by month {months}); Tri-County Medicaid Managed Care starts; telehealth "
         "coding and authorisation denials grow, timely-filing and benefit-limit denials shrink.",
         f"- **Month {events.new_category_month} ({month_start(events.new_category_month):%Y-%m}), 48th category**: "
         f"{events.new_category} \"{taxonomy[events.new_category].name}\" is split out of "

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -54,8 +54,8 @@ class Knobs:
     tail_rate: float = 0.2  # remark gets boilerplate appended
     audio_only_share: float = 0.35  # of G1-family records, the audio-only (FQ) ones, late months
     family_scale: float = 2.0  # multiplies every payer's family-code rate
-    v2_adoption: float = 1.0  # share of other payers' remarks in the new wording by the last month
-    extra: dict = field(default_factory=dict)
+    v2_adoption: float = 0.8  # share of other payers' remarks in the new wording by the last month
+    v2_jump: float = 0.35  # fraction of that share reached at once in the drift month
 
 
 def month_start(month: int) -> dt.date:
@@ -389,8 +389,9 @@ def draw_records(
             "ref": f"{int(u_tail[i] * 1e9):09d}",
             "line": int(line_no[i]),
         }
-        # Others adopt the new wording gradually after the drift month.
-        adopted = m >= drift and u_v2[i] < knobs.v2_adoption * (m - drift + 1) / max(months - drift + 1, 1)
+        # Others adopt the new wording after the drift month: many with the new plan year, more later.
+        ramp = knobs.v2_jump + (1.0 - knobs.v2_jump) * (m - drift + 1) / max(months - drift + 1, 1)
+        adopted = m >= drift and u_v2[i] < knobs.v2_adoption * ramp
         not_denial = c[0] == "J"
         new_wording = rewritten or adopted
         family_code = (events.new_category_parent if c == "AUDIO" else c)[0]

@@ -42,7 +42,7 @@ class Payer:
 
 PAYERS: tuple[Payer, ...] = (
     Payer(
-        "Keystone Health Plan", 0.16, "commercial", abbreviate=1, typo_rate=0.03,
+        "Keystone Health Plan", 0.18, "commercial", abbreviate=1, typo_rate=0.03,
         generic_code_rate=0.06, generic_remark_rate=0.06, phrasings=4,
         prefixes=("", "Claim denied: ", "Line {line}: "), suffixes=("", " Ref {ref}."),
         rewrite_month=13,
@@ -66,7 +66,7 @@ PAYERS: tuple[Payer, ...] = (
         prefixes=("", "BH UM: ", "Per review, "),
     ),
     Payer(
-        "Summit Commercial", 0.09, "commercial", abbreviate=0, typo_rate=0.02,
+        "Summit Commercial", 0.07, "commercial", abbreviate=0, typo_rate=0.02,
         generic_code_rate=0.04, generic_remark_rate=0.07, quote_carc_rate=0.45, phrasings=3,
         suffixes=("", " See provider manual section 7.", " Appeal rights apply."),
     ),
