@@ -63,7 +63,8 @@ TRAIN_LABELS = [c for c, ts in INTENTS.items() for _ in ts[:8]]
 TEST_TEXTS = [t for ts in INTENTS.values() for t in ts[8:]]
 TEST_LABELS = np.array([c for c, ts in INTENTS.items() for _ in ts[8:]])
 
-FAST = dict(epochs=1, max_length=32, batch_size=8, val_fraction=0.25, verbose=False, seed=0)
+# One torch thread: on a shared 2-core machine two OpenMP threads spin against each other (4x slower).
+FAST = dict(epochs=1, max_length=32, batch_size=8, val_fraction=0.25, verbose=False, seed=0, n_threads=1)
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import EngineError
 from ..prediction import Evidence
-from .base import Engine, Manifest, create_engine, load_engine, register_engine
+from .base import ENGINES, Engine, Manifest, _ensure_registered, create_engine, load_engine, register_engine
 
 __all__ = ["EnsembleEngine", "member_specs"]
 
@@ -59,6 +59,10 @@ def member_specs(members: Any) -> list[tuple[str, dict[str, Any]]]:
                               "(name, params) or {'engine': name, 'params': {...}}")
         if specs[-1][0] == "ensemble":
             raise EngineError(f"ensemble: member #{i} is itself an ensemble; list its members directly instead")
+    _ensure_registered()
+    for i, (name, _) in enumerate(specs):
+        if name not in ENGINES:
+            raise EngineError(f"ensemble: member #{i} names unknown engine '{name}' (known: {', '.join(sorted(ENGINES))})")
     return specs
 
 
