@@ -37,6 +37,8 @@ FAST_PARAMS: dict[str, dict] = {
     "finetune": {"epochs": 1, "train_layers": 1, "max_length": 32, "n_threads": 1, "verbose": False},
     # Two cheap, different members: the contract is about the combination, test_ensemble.py covers finetune in it.
     "ensemble": {"members": ["tfidf", ["tfidf", {"C": 0.02, "scale": 3.0}]]},
+    # A cascade: the LLM (SmolLM2, in-process) answers only when retrieval is unsure, short prompts.
+    "llm": {"n_examples": 2, "shortlist": 4, "route_above": 0.4, "allow_none": False},
 }
 
 #: Minimum accuracy on the vendored 20-intent BANKING77 subset (300 train / 100 test),

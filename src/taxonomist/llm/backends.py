@@ -520,6 +520,10 @@ class LlamaCppBackend(Backend):
         if self._llm is None:
             with self._lock:
                 if self._llm is None:
+                    # llama.cpp's OpenMP threads busy-wait between steps by default; on a shared
+                    # machine (other processes on the same cores) that made prompt evaluation 3-4x
+                    # slower here. Read when the OpenMP runtime loads, so set before the import.
+                    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
                     llama_cpp = require("llama_cpp", "llm", "the local model")
                     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 

@@ -93,6 +93,8 @@ class Prompt:
 
 
 def _describe(cat: Category) -> str:
+    if not (cat.definition or cat.include or cat.exclude or cat.source_codes):
+        return _compact(cat)  # nothing to say beyond the name
     return f"- {cat.code}: {cat.describe()}"
 
 

@@ -1,0 +1,675 @@
+"""The `llm` engine: a general LLM prompted with the taxonomy and retrieved examples (RAG).
+
+`fit` trains nothing: it indexes the labelled examples in the `knn` retriever.
+Each prediction retrieves class-balanced similar examples and a label
+shortlist, builds a prompt (static taxonomy prefix first, see
+`taxonomist.llm.prompt`), asks the backend for one code among the allowed
+choices plus `NONE`, validates the answer (repairing once, else abstaining:
+never an invented label), and records the evidence: examples, prompt id,
+model id, tokens, cost.
+
+Editing the taxonomy file or adding examples changes the next prediction with
+no training step: the file is re-read when it changes, and `add_examples`
+goes straight into the retriever.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import BackendError, BudgetExceededError, EngineError, TaxonomyError
+from ..prediction import Alternative, Evidence, Prediction
+from ..taxonomy import ABSTAIN, Taxonomy, load_taxonomy
+from .base import Engine, Manifest, create_engine, load_engine, register_engine
+
+__all__ = ["LlmEngine", "LlmAnswer"]
+
+_SHARED_BACKENDS: dict[tuple, Any] = {}
+_SHARED_CACHE: Any = None
+_LOCK = threading.Lock()
+
+REPAIR_TEMPLATE = "That is not one of the allowed codes. Reply with exactly one of: {codes}."
+
+
+@dataclass
+class LlmAnswer:
+    """One record's outcome before it becomes a `Prediction`."""
+
+    category: str
+    confidence: float
+    probs: dict[str, float]
+    evidence: tuple[Evidence, ...]
+    extra: dict[str, Any] = field(default_factory=dict)
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
+
+
+def _shared_cache() -> Any:
+    global _SHARED_CACHE
+    from ..llm.cache import MemoryResponseCache
+
+    with _LOCK:
+        if _SHARED_CACHE is None:
+            _SHARED_CACHE = MemoryResponseCache()
+        return _SHARED_CACHE
+
+
+@register_engine
+class LlmEngine(Engine):
+    """Prompt + retrieval with a general LLM, in-process (llama.cpp) or any OpenAI-compatible endpoint.
+
+    Parameters (keyword-only, stored unchanged):
+      backend: "llamacpp" (in-process GGUF, SmolLM2-135M-Instruct by default) or "openai"
+        (any OpenAI-compatible endpoint at `base_url`), or a `Backend` instance.
+      model: .gguf path for llamacpp; model name for openai.
+      base_url, api_key_env: endpoint and the environment variable holding its key.
+      structured: how a remote backend constrains the answer ("auto", "json_schema", "json_object",
+        "grammar" for llama.cpp servers, "none"); see `OpenAICompatibleBackend`.
+      taxonomy: YAML path (re-read when it changes) or a `Taxonomy`; default: flat, from the labels.
+      n_examples, per_class, mmr_lambda: retrieved few-shot examples, at most `per_class` per category.
+      shortlist: number of candidate labels from retrieval (0: all codes are candidates).
+      constrain: "shortlist" (answers limited to the shortlist + NONE) or "taxonomy" (any code + NONE).
+      max_prompt_tokens: token budget of the prompt, counted with the model's tokenizer.
+      allow_none: let the model abstain with NONE.
+      threshold: abstain when the confidence is below it.
+      route_above: a cascade (Arora et al. 2024): when retrieval's top label has at least this
+        probability, answer it without calling the LLM (None: always ask the LLM).
+      price_table, budget_usd: cost accounting (see `taxonomist.llm.accounting`) and a spending cap.
+      store: path/URL of the record store whose cache table holds responses (default: in memory).
+      cache: reuse responses for identical prompts.
+      votes: self-consistency samples when the backend gives no log-probabilities.
+    """
+
+    name = "llm"
+    extra = "llm"
+
+    def __init__(
+        self,
+        *,
+        backend: Any = "llamacpp",
+        model: str | None = None,
+        base_url: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        structured: str = "auto",
+        taxonomy: Any = None,
+        n_examples: int = 8,
+        per_class: int | None = 2,
+        mmr_lambda: float | None = None,
+        shortlist: int = 10,
+        constrain: str = "shortlist",
+        max_prompt_tokens: int = 1500,
+        allow_none: bool = True,
+        threshold: float = 0.0,
+        route_above: float | None = None,
+        price_table: str | None = None,
+        budget_usd: float | None = None,
+        store: str | None = None,
+        cache: bool = True,
+        votes: int = 0,
+        max_concurrency: int = 4,
+        timeout_s: float = 60.0,
+        max_retries: int = 4,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        retriever_params: dict | None = None,
+    ) -> None:
+        self.backend = backend
+        self.model = model
+        self.base_url = base_url
+        self.api_key_env = api_key_env
+        self.structured = structured
+        self.taxonomy = taxonomy
+        self.n_examples = n_examples
+        self.per_class = per_class
+        self.mmr_lambda = mmr_lambda
+        self.shortlist = shortlist
+        self.constrain = constrain
+        self.max_prompt_tokens = max_prompt_tokens
+        self.allow_none = allow_none
+        self.threshold = threshold
+        self.route_above = route_above
+        self.price_table = price_table
+        self.budget_usd = budget_usd
+        self.store = store
+        self.cache = cache
+        self.votes = votes
+        self.max_concurrency = max_concurrency
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads
+        self.retriever_params = retriever_params
+
+    # ----- parts, built lazily (nothing heavy at construction) ------------------------
+    def _backend(self) -> Any:
+        from ..llm.backends import Backend, LlamaCppBackend, OpenAICompatibleBackend, RetryPolicy
+
+        if isinstance(self.backend, Backend):
+            return self.backend
+        key = (self.backend, self.model, self.base_url, self.api_key_env, self.structured, self.max_concurrency,
+               self.timeout_s, self.max_retries, self.n_ctx, self.n_threads)
+        with _LOCK:
+            found = _SHARED_BACKENDS.get(key)
+            if found is not None:
+                return found
+            if self.backend == "llamacpp":
+                made = LlamaCppBackend(model_path=self.model, n_ctx=self.n_ctx, n_threads=self.n_threads)
+            elif self.backend == "openai":
+                if not self.base_url or not self.model:
+                    raise EngineError("backend='openai' needs base_url and model (e.g. base_url='http://127.0.0.1:8080/v1')")
+                made = OpenAICompatibleBackend(
+                    base_url=self.base_url, model=self.model, api_key_env=self.api_key_env,
+                    timeout_s=self.timeout_s, retry=RetryPolicy(max_retries=self.max_retries),
+                    max_concurrency=self.max_concurrency, structured=self.structured,
+                )
+            else:
+                raise EngineError(f"backend='{self.backend}' is not known; use 'llamacpp' or 'openai'")
+            _SHARED_BACKENDS[key] = made
+            return made
+
+    def _cache(self) -> Any:
+        if not self.cache:
+            return None
+        if getattr(self, "_cache_obj", None) is None:
+            if self.store:
+                from ..llm.cache import StoreResponseCache
+                from ..store import Store
+
+                self._cache_obj = StoreResponseCache(Store.open(self.store))
+            else:
+                self._cache_obj = _shared_cache()
+        return self._cache_obj
+
+    def _ledger(self) -> Any:
+        from ..llm.accounting import Ledger
+
+        if getattr(self, "ledger_", None) is None or self.ledger_.budget_usd != self.budget_usd:
+            self.ledger_ = Ledger(budget_usd=self.budget_usd)
+        return self.ledger_
+
+    def _prices(self) -> Any:
+        from ..llm.accounting import load_price_table
+
+        if getattr(self, "_prices_obj", None) is None:
+            self._prices_obj = load_price_table(self.price_table)
+        return self._prices_obj
+
+    def _taxonomy_now(self) -> Taxonomy:
+        """The taxonomy as it is now: a file is re-read when it changed (instant update)."""
+        tax = self.taxonomy
+        if isinstance(tax, Taxonomy):
+            return tax
+        if isinstance(tax, (str, Path)) and Path(tax).is_file():
+            stamp = Path(tax).stat().st_mtime_ns
+            if getattr(self, "_tax_stamp", None) != stamp or getattr(self, "taxonomy_", None) is None:
+                self.taxonomy_ = load_taxonomy(tax)
+                self._tax_stamp = stamp
+            return self.taxonomy_
+        if getattr(self, "taxonomy_", None) is None:
+            raise EngineError(f"taxonomy '{tax}' is not a file; pass a taxonomy YAML path or a Taxonomy")
+        return self.taxonomy_
+
+    def _builder(self) -> Any:
+        from ..llm.prompt import PromptBuilder
+
+        tax = self._taxonomy_now()
+        backend = self._backend()
+        key = (tax.version_id, id(backend), self.max_prompt_tokens, self.constrain)
+        if getattr(self, "_builder_key", None) != key:
+            self._builder_obj = PromptBuilder(
+                tax, count=backend.count_chat_tokens, max_prompt_tokens=self.max_prompt_tokens, constrain=self.constrain
+            )
+            self._builder_key = key
+            self._sync_classes(tax)
+            self._sync_retriever(tax)
+        return self._builder_obj
+
+    def _sync_classes(self, tax: Taxonomy) -> None:
+        known = set(str(c) for c in self.classes_)
+        new = [c for c in tax.codes if c not in known]
+        if new:
+            self.classes_ = np.array(sorted(known | set(new)), dtype=object)
+
+    def _sync_retriever(self, tax: Taxonomy) -> None:
+        # The retriever counts taxonomy definitions and examples as labelled points: give it the new version.
+        retriever = self.retriever_
+        if self.taxonomy is not None and getattr(retriever, "taxonomy_version_", None) != tax.version_id:
+            retriever.set_taxonomy(tax)
+
+    # ----- fit ------------------------------------------------------------------------
+    def _fit(self, texts: list[str], labels: np.ndarray) -> None:
+        if self.constrain not in ("shortlist", "taxonomy"):
+            raise EngineError(f"constrain='{self.constrain}': expected 'shortlist' or 'taxonomy'")
+        if self.taxonomy is None:
+            self.taxonomy_ = _label_taxonomy(labels.tolist())
+        else:
+            self.taxonomy_ = None
+            self.taxonomy_ = self._taxonomy_now()
+            unknown = sorted(set(labels.tolist()) - set(c.code for c in self.taxonomy_.categories))
+            if unknown:
+                raise TaxonomyError(
+                    f"fit: label(s) {', '.join(unknown[:5])} are not in taxonomy {self.taxonomy_.version_id}; "
+                    "add them with `taxonomist taxonomy add` or fix the labels"
+                )
+        self.taxonomy_version_ = self.taxonomy_.version_id
+        params = dict(self.retriever_params or {})
+        if self.taxonomy is not None:
+            params.setdefault("taxonomy", self.taxonomy_)
+        self.retriever_ = create_engine("knn", **params).fit(texts, labels)
+        self._sync_classes(self.taxonomy_)
+        self.base_model_ = self._backend().model_id
+
+    def add_examples(self, texts: Sequence[str], labels: Sequence[str]) -> LlmEngine:
+        """Add labelled examples; the next prediction may use them (no training step)."""
+        self._check_fitted()
+        retriever = self.retriever_
+        for name in ("add_examples", "partial_fit", "add"):
+            if hasattr(retriever, name):
+                getattr(retriever, name)(list(texts), list(labels))
+                break
+        else:
+            raise EngineError("the retriever cannot add examples without a refit; update taxonomist")
+        self._sync_classes(self._taxonomy_now())
+        known = set(str(c) for c in self.classes_)
+        new = sorted(set(map(str, labels)) - known)
+        if new:
+            self.classes_ = np.array(sorted(known | set(new)), dtype=object)
+        return self
+
+    # ----- retrieval + prompt -----------------------------------------------------------
+    def _shortlist(self, text: str) -> list[tuple[str, float]]:
+        return self._shortlists([text])[0]
+
+    def _shortlists(self, texts: Sequence[str]) -> list[list[tuple[str, float]]]:
+        """Retrieval's most likely labels per text (the retriever's `shortlist`, batched: one embedding pass)."""
+        n = self.shortlist if self.shortlist and self.shortlist > 0 else (1 if self.route_above is not None else 0)
+        if not n or not texts:
+            return [[] for _ in texts]
+        if len(texts) == 1:
+            return [self.retriever_.shortlist(texts[0], n)]
+        proba = self.retriever_.predict_proba(list(texts))
+        classes = self.retriever_.classes_
+        out = []
+        for row in proba:
+            order = np.argsort(-row, kind="stable")[:n]
+            out.append([(str(classes[i]), float(row[i])) for i in order])
+        return out
+
+    def build_prompt(self, text: str, *, shortlist: Sequence[str] | None = None) -> Any:
+        """The prompt this engine would send for `text` (retrieval included)."""
+        self._check_fitted()
+        builder = self._builder()
+        examples: list[Evidence] = []
+        if self.n_examples > 0:
+            # Ask for more than needed: definitions count as points but are not few-shot examples.
+            found = self.retriever_.retrieve(text, k=2 * self.n_examples, per_class=self.per_class, mmr_lambda=self.mmr_lambda)
+            examples = [e for e in found if e.kind == "example" and e.text][: self.n_examples]
+        if shortlist is None:
+            shortlist = [c for c, _ in self._shortlist(text)]
+        if not (self.shortlist and self.shortlist > 0):
+            shortlist = []
+        return builder.build(text, examples=examples, shortlist=shortlist)
+
+    def _routed(self, text: str, scored: list[tuple[str, float]], start: float) -> LlmAnswer:
+        """The cascade's cheap path: retrieval is confident enough, no LLM call."""
+        top, p = scored[0]
+        evidence = (Evidence(kind="vote", category=top, score=float(p), ref="retrieval"),)
+        return LlmAnswer(
+            category=top, confidence=float(p), probs=dict(scored), evidence=evidence,
+            extra={"routed": "retrieval", "model": "", "prompt_tokens": 0, "cached_tokens": 0,
+                   "evaluated_tokens": 0, "completion_tokens": 0, "from_cache": False, "invalid_output": False,
+                   "confidence_source": "retrieval", "shortlist": [c for c, _ in scored]},
+            latency_ms=(time.perf_counter() - start) * 1000,
+        )
+
+    # ----- asking ------------------------------------------------------------------------
+    def _ask(self, request: Any) -> Any:
+        backend = self._backend()
+        cache = self._cache()
+        key = request.key(backend.model_id)
+        if cache is not None:
+            hit = cache.get(key)
+            if hit is not None:
+                self._ledger().add(hit, 0.0)
+                return hit, 0.0
+        self._ledger().check()
+        response = backend.complete(request)
+        cost = self._prices().price(backend.model_id).cost(response, backend.cpu_cores)
+        self._ledger().add(response, cost)
+        if cache is not None:
+            cache.put(key, backend.model_id, response)
+        return response, cost
+
+    def _answer(self, text: str, scored: list[tuple[str, float]] | None = None) -> LlmAnswer:
+        from ..llm.backends import ChatRequest
+
+        start = time.perf_counter()
+        if scored is None:
+            scored = self._shortlist(text)
+        if self.route_above is not None and scored and scored[0][1] >= self.route_above:
+            return self._routed(text, scored, start)
+        prompt = self.build_prompt(text, shortlist=[c for c, _ in scored])
+        choices = prompt.choices if self.allow_none else tuple(c for c in prompt.choices if c != ABSTAIN)
+        request = ChatRequest(messages=prompt.messages, choices=choices, max_tokens=_max_tokens(choices))
+        response, cost = self._ask(request)
+        responses = [response]
+        code = _parse(response.text, choices)
+        repaired = False
+        if code is None:  # parse-validate-repair once, else abstain
+            repaired = True
+            repair = ChatRequest(
+                messages=prompt.messages
+                + ({"role": "assistant", "content": response.text[:200]},
+                   {"role": "user", "content": REPAIR_TEMPLATE.format(codes=", ".join(choices))}),
+                choices=choices,
+                max_tokens=request.max_tokens,
+            )
+            response2, cost2 = self._ask(repair)
+            responses.append(response2)
+            cost += cost2
+            code = _parse(response2.text, choices)
+            response = response2
+        probs, source = _choice_probs(response, choices, code)
+        if code is None:
+            category, confidence = ABSTAIN, 0.0
+            probs = {}
+        else:
+            if self.votes and self.votes > 1 and source == "none":
+                probs, extra_cost = self._votes(prompt, choices, code)
+                cost += extra_cost
+                source = "votes"
+            category = code
+            confidence = float(probs.get(code, 0.0)) if probs else 1.0
+        backend = self._backend()
+        evidence = tuple(
+            Evidence(kind="example", category=e.category, score=float(e.score), ref=e.ref, text=e.text)
+            for e in prompt.examples
+        ) + (Evidence(kind="prompt", category=category, score=confidence, ref=f"{prompt.prompt_id}|{backend.model_id}"),)
+        extra = {
+            "routed": "llm",
+            "prompt_id": prompt.prompt_id,
+            "model": backend.model_id,
+            "taxonomy_version": self._taxonomy_now().version_id,
+            "catalogue": prompt.catalogue,
+            "shortlist": list(prompt.shortlist),
+            "choices": len(choices),
+            "prompt_tokens": sum(r.prompt_tokens for r in responses),
+            "prompt_tokens_exact": prompt.tokens_exact,
+            "cached_tokens": sum(r.cached_tokens for r in responses),
+            "evaluated_tokens": sum(max(r.evaluated_tokens, 0) for r in responses),
+            "completion_tokens": sum(r.completion_tokens for r in responses),
+            "from_cache": all(r.from_cache for r in responses),
+            "constrained": response.constrained,
+            "repaired": repaired,
+            "invalid_output": code is None,
+            "confidence_source": source,
+            "retries": sum(r.retries for r in responses),
+        }
+        return LlmAnswer(
+            category=category,
+            confidence=confidence,
+            probs=probs,
+            evidence=evidence,
+            extra=extra,
+            cost_usd=cost,
+            latency_ms=(time.perf_counter() - start) * 1000,
+        )
+
+    def _votes(self, prompt: Any, choices: tuple[str, ...], first: str) -> tuple[dict[str, float], float]:
+        from ..llm.backends import ChatRequest
+
+        counts = {first: 1}
+        cost = 0.0
+        for seed in range(1, self.votes):
+            req = ChatRequest(messages=prompt.messages, choices=choices, max_tokens=_max_tokens(choices), temperature=0.7, seed=seed)
+            resp, c = self._ask(req)
+            cost += c
+            code = _parse(resp.text, choices)
+            if code is not None:
+                counts[code] = counts.get(code, 0) + 1
+        total = sum(counts.values())
+        return {k: v / total for k, v in counts.items()}, cost
+
+    # ----- batch with budget --------------------------------------------------------------
+    def predict_many(self, texts: Iterable[str], *, on_prediction: Any = None) -> list[Prediction]:
+        """Predictions for many records, calls in parallel up to the backend's limit.
+
+        When the budget cap is reached the run stops cleanly: the error raised
+        (`BudgetExceededError`) carries `.predictions`, those made so far, and
+        `on_prediction(i, prediction)` has been called for each of them.
+        """
+        from .base import _as_texts
+
+        self._check_fitted()
+        texts = _as_texts(texts)
+        done: list[Prediction | None] = [None] * len(texts)
+        self._builder()  # build once before threads start
+
+        scored = self._shortlists(texts)
+
+        def one(i: int) -> None:
+            p = self._to_prediction(self._answer(texts[i], scored[i]))
+            done[i] = p
+            if on_prediction is not None:
+                on_prediction(i, p)
+
+        workers = max(1, min(self.max_concurrency, getattr(self._backend(), "max_concurrency", 1)))
+        try:
+            if workers == 1:
+                for i in range(len(texts)):
+                    one(i)
+            else:
+                with ThreadPoolExecutor(max_workers=workers) as pool:
+                    for f in [pool.submit(one, i) for i in range(len(texts))]:
+                        f.result()
+        except BudgetExceededError as exc:
+            kept = [p for p in done if p is not None]
+            exc.predictions = kept  # type: ignore[attr-defined]
+            exc.done = [i for i, p in enumerate(done) if p is not None]  # type: ignore[attr-defined]
+            raise
+        return [p for p in done if p is not None]
+
+    def _to_prediction(self, ans: LlmAnswer, top_k: int = 5) -> Prediction:
+        category, confidence = ans.category, ans.confidence
+        if category != ABSTAIN and confidence < (self.threshold or 0.0):
+            category = ABSTAIN
+        alts = sorted(((c, p) for c, p in ans.probs.items() if c != ABSTAIN), key=lambda x: -x[1])
+        if len(alts) < top_k:  # pad with retrieval's next candidates at score 0 so top-k is always k long
+            seen = {c for c, _ in alts}
+            alts += [(str(c), 0.0) for c in self.classes_ if str(c) not in seen][: top_k - len(alts)]
+        return Prediction(
+            category=category,
+            confidence=float(min(1.0, max(0.0, confidence))),
+            alternatives=tuple(Alternative(c, float(p)) for c, p in alts[:top_k]),
+            evidence=ans.evidence,
+            model_id=self.model_id,
+            latency_ms=max(ans.latency_ms, 1e-3),
+            cost_usd=ans.cost_usd,
+            extra=ans.extra,
+        )
+
+    # ----- the engine contract -------------------------------------------------------------
+    def _predict_proba(self, texts: list[str]) -> np.ndarray:
+        self._builder()
+        index = {str(c): i for i, c in enumerate(self.classes_)}
+        out = np.zeros((len(texts), len(self.classes_)))
+        for row, (text, scored) in enumerate(zip(texts, self._shortlists(texts))):
+            ans = self._answer(text, scored)
+            for c, p in ans.probs.items():
+                if c in index:
+                    out[row, index[c]] += p
+            total = out[row].sum()
+            if total > 0:
+                out[row] /= total
+            else:  # abstained with no distribution: spread over the shortlist
+                short = [c for c in ans.extra.get("shortlist", []) if c in index] or list(index)
+                out[row, [index[c] for c in short]] = 1.0 / len(short)
+        return out
+
+    def predict(self, texts: Iterable[str]) -> np.ndarray:
+        """Codes, or NONE where the model abstained or confidence is under `threshold`."""
+        from .base import _as_texts
+
+        self._check_fitted()
+        texts = _as_texts(texts)
+        self._builder()
+        out = []
+        for text, scored in zip(texts, self._shortlists(texts)):
+            ans = self._answer(text, scored)
+            if ans.category == ABSTAIN or ans.confidence < (self.threshold or 0.0):
+                out.append(ABSTAIN)
+            else:
+                out.append(_best(ans.probs, ans.category))
+        return np.array(out, dtype=object)
+
+    def predict_one(self, text: str, *, top_k: int = 5) -> Prediction:
+        self._check_fitted()
+        if text is None:
+            raise EngineError("text is missing (None); every record needs text")
+        self._builder()
+        ans = self._answer(str(text))
+        if ans.category != ABSTAIN:
+            ans.category = _best(ans.probs, ans.category)
+            ans.confidence = float(ans.probs.get(ans.category, ans.confidence)) if ans.probs else ans.confidence
+        return self._to_prediction(ans, top_k=top_k)
+
+    # ----- save / load ---------------------------------------------------------------------
+    def _save_weights(self, directory: Path) -> dict[str, Any]:
+        self.retriever_.save(directory / "retriever")
+        if self.taxonomy is not None:  # a label-only catalogue is rebuilt from the classes on load
+            self._taxonomy_now().save(directory / "taxonomy.yaml")
+        from ..llm.prompt import prompt_id
+
+        return {"prompt_id": prompt_id(), "llm_model": self._backend().model_id, "retriever": "retriever/"}
+
+    def _load_weights(self, directory: Path, manifest: Manifest) -> None:
+        self.retriever_ = load_engine(directory / "retriever")
+        saved = directory / "taxonomy.yaml"
+        tax = self.taxonomy
+        if tax is None or not saved.is_file():
+            self.taxonomy_ = _label_taxonomy([str(c) for c in self.classes_])
+        elif isinstance(tax, (str, Path)) and Path(tax).is_file():
+            self.taxonomy_ = None
+            self._taxonomy_now()
+        else:
+            self.taxonomy_ = load_taxonomy(saved)
+            if tax is not None and not isinstance(tax, Taxonomy):
+                self.taxonomy = str(saved)  # a Taxonomy object was saved as its file
+        self.base_model_ = manifest.base_model
+
+    def _libraries(self) -> tuple[str, ...]:
+        return ("llama-cpp-python", "openai")
+
+
+def _label_taxonomy(labels: Sequence[str]) -> Taxonomy:
+    """A flat taxonomy from bare labels, as the prompt's catalogue when no document is given."""
+    try:
+        return Taxonomy.from_labels(labels)
+    except TaxonomyError:
+        # Dataset labels may break document rules (BANKING77 has codes over 32 characters); a
+        # label-only catalogue is never saved as a document, so build it without those checks.
+        from ..taxonomy import Category, Group
+
+        codes = sorted(set(map(str, labels)))
+        tax = Taxonomy.__new__(Taxonomy)
+        tax.name, tax.description, tax.source_code_systems = "labels", "", ()
+        tax.groups = (Group(code="ALL", name="All"),)
+        tax.categories = tuple(Category(code=c, name=c.replace("_", " "), group="ALL") for c in codes)
+        tax.changelog = ()
+        tax._by_code = {c.code: c for c in tax.categories}
+        return tax
+
+
+# ----- answers ----------------------------------------------------------------------------
+_CODE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
+
+
+def _max_tokens(choices: Sequence[str]) -> int:
+    # JSON wrapper (~8 tokens) + the longest code (≤ 1 token per char, usually far fewer).
+    return min(64, 12 + max((len(c) for c in choices), default=4))
+
+
+def _parse(text: str, choices: Sequence[str]) -> str | None:
+    """The choice named by a reply, or None. Accepts `{"category": X}`, a bare code, or a quoted code."""
+    allowed = {c: c for c in choices}
+    folded = {c.lower(): c for c in choices}
+    raw = (text or "").strip()
+    candidates: list[str] = []
+    if raw.startswith("{"):
+        try:
+            data = json.loads(raw)
+            if isinstance(data, dict):
+                for key in ("category", "code", "label", "answer"):
+                    if isinstance(data.get(key), str):
+                        candidates.append(data[key])
+        except json.JSONDecodeError:
+            pass
+    else:
+        candidates.append(raw.strip("`'\". \n"))
+        first = _CODE_RE.match(raw.strip("`'\" \n"))
+        if first:
+            candidates.append(first.group(0).rstrip("."))
+    for cand in candidates:
+        if cand in allowed:
+            return cand
+        if cand.lower() in folded:
+            return folded[cand.lower()]
+    return None
+
+
+def _choice_probs(response: Any, choices: Sequence[str], code: str | None) -> tuple[dict[str, float], str]:
+    """A probability per choice: the backend's own, else from token log-probabilities, else none."""
+    if code is None:
+        return {}, "none"
+    if response.choice_probs:
+        probs = {c: float(p) for c, p in response.choice_probs.items() if p > 0}
+        return probs, "choice_logprobs"
+    if not response.logprobs:
+        return {}, "none"
+    # Find the tokens that spell the chosen code inside the reply text.
+    text = "".join(t.token for t in response.logprobs)
+    at = text.find(code)
+    if at < 0:
+        return {}, "none"
+    pos, first_tok, logp = 0, None, 0.0
+    for t in response.logprobs:
+        span = (pos, pos + len(t.token))
+        pos = span[1]
+        if span[1] <= at or span[0] >= at + len(code):
+            continue
+        if first_tok is None:
+            first_tok = t
+        logp += t.logprob
+    if first_tok is None:
+        return {}, "none"
+    probs = {code: math.exp(logp)}
+    # Alternatives: other first tokens that begin some other choice.
+    for tok, lp in first_tok.top:
+        piece = tok.strip().strip('"')
+        if not piece or code.startswith(piece):
+            continue
+        for c in choices:
+            if c != code and c.startswith(piece):
+                probs[c] = probs.get(c, 0.0) + math.exp(lp)
+                break
+    total = sum(probs.values())
+    return {c: p / total for c, p in probs.items()}, "token_logprobs"
+
+
+def _best(probs: dict[str, float], chosen: str) -> str:
+    """The most probable non-NONE choice (the model's greedy answer on ties)."""
+    if not probs:
+        return chosen
+    best = max(probs.items(), key=lambda kv: (kv[1], kv[0] == chosen))
+    return best[0] if best[0] != ABSTAIN else chosen
