@@ -67,6 +67,8 @@ class EngineSpec:
     event_ks: tuple[int, ...] | None = None
     batch_size: int = 512
     gpu: bool = False
+    skip: tuple[str, ...] = ()
+    event_test: int | None = None
 
     @property
     def family(self) -> str:
@@ -82,6 +84,7 @@ class EngineSpec:
             "max_train": self.max_train, "max_test": self.max_test, "seeds": self.seeds,
             "ks": list(self.ks) if self.ks else None, "policies": list(self.policies),
             "event_ks": list(self.event_ks) if self.event_ks else None, "gpu": self.gpu,
+            "skip": list(self.skip), "event_test": self.event_test,
         }
 
 
@@ -174,6 +177,7 @@ class Comparison:
         self._fits: dict[tuple[str, str], _Fitted] = {}
         self._evals: dict[tuple[int, str], EvalRun] = {}
         self._tax_paths: dict[str, str] = {}
+        self._priorities: dict[int, np.ndarray] = {}
         self._splits()
 
     # ----- splits -----------------------------------------------------------------------
@@ -245,19 +249,29 @@ class Comparison:
             engine.set_params(taxonomy=self._taxonomy_path(taxonomy))
         return engine
 
+    def _priority(self, seed: int) -> np.ndarray:
+        """A fixed random rank per record: capped subsamples keep the same records as history grows."""
+        if seed not in self._priorities:
+            self._priorities[seed] = np.random.default_rng([seed, 7919]).random(len(self.data))
+        return self._priorities[seed]
+
     def _cap(self, idx: np.ndarray, cap: int | None, seed: int, labels: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
-        """A stratified subsample of `idx` of at most `cap` records (every category keeps at least one)."""
+        """At most `cap` records of `idx`: the same share of each category, lowest fixed rank first.
+
+        Ranks are fixed per seed, so the subsample for months 1-13 mostly
+        contains the one for months 1-12 (embeddings are reused, not recomputed).
+        """
         if cap is None or len(idx) <= cap:
             return idx, False
         labels = self.data.labels[idx] if labels is None else labels
-        rng = np.random.default_rng([seed, 7919])
-        cats = sorted(set(labels.tolist()))
-        chosen: list[int] = []
+        rank = self._priority(seed)[idx]
         share = cap / len(idx)
-        for c in cats:
-            members = idx[labels == c]
+        chosen: list[int] = []
+        for c in sorted(set(labels.tolist())):
+            mask = labels == c
+            members, r = idx[mask], rank[mask]
             take = max(1, int(math.floor(len(members) * share)))
-            chosen.extend(rng.choice(members, size=min(take, len(members)), replace=False).tolist())
+            chosen.extend(members[np.argsort(r, kind="stable")[:take]].tolist())
         return np.array(sorted(chosen), dtype=int), True
 
     def _fit(
@@ -331,8 +345,16 @@ class Comparison:
         self._evals[cache_key] = run
         return run
 
-    def _test_for(self, spec: EngineSpec, idx: np.ndarray) -> np.ndarray:
-        return idx[: spec.max_test] if spec.max_test else idx
+    def _test_for(self, spec: EngineSpec, idx: np.ndarray, *, event: bool = False) -> np.ndarray:
+        cap = (spec.event_test or spec.max_test) if event else spec.max_test
+        return idx[:cap] if cap else idx
+
+    def _joins(self, spec: EngineSpec, experiment: str) -> bool:
+        if experiment in spec.skip:
+            self.skipped.append({"experiment": experiment, "engine": spec.display, "cell": "",
+                                 "reason": "left out of this experiment to keep the run within its time budget"})
+            return False
+        return True
 
     @contextmanager
     def _timed(self, name: str) -> Iterator[None]:
@@ -464,11 +486,12 @@ class Comparison:
         held_out = np.concatenate([self.test] + list(month_sample.values()))
         excluded = np.zeros(len(d), dtype=bool)
         excluded[held_out] = True
-        plan = sum(len(later) * len(spec.policies) + 1 for spec in self.specs)
+        specs = [spec for spec in self.specs if self._joins(spec, "backtest")]
+        plan = sum(len(later) * len(spec.policies) + 1 for spec in specs)
         advance = self.progress("backtest by month", plan)
         engines_out: dict[str, Any] = {}
         with self._timed("backtest"):
-            for spec in self.specs:
+            for spec in specs:
                 base_idx, capped = self._cap(self.pool, spec.max_train, 0)
                 model0 = self._fit(spec, base_idx, capped=capped)
                 ref_run = self._evaluate(model0, self._test_for(spec, self.test), "backtest", policy="reference", month="<=%d" % s.train_end_month)
@@ -491,7 +514,7 @@ class Comparison:
                             continue
                         # Labels of this month arrive at its end: retrain on everything labelled so far.
                         hist = np.flatnonzero((d.months <= mth) & ~excluded)
-                        hist_idx, capped = self._cap(hist, spec.max_train, mth)
+                        hist_idx, capped = self._cap(hist, spec.max_train, 0)
                         model = self._fit(spec, hist_idx, taxonomy=self._taxonomy_at(mth), seed=mth, capped=capped)
                         retrains.append({"after_month": mth, "train_seconds": model.train_seconds, "n_train": model.n_train,
                                          "drift": drift})
@@ -560,19 +583,20 @@ class Comparison:
         after = np.flatnonzero((d.months >= start) & ~np.isin(np.arange(len(d)), intro))
         eval_general = after[rng.permutation(len(after))][: s.general_eval]
         hist = np.flatnonzero(d.months < start)
-        plan = sum(1 + len(spec.event_ks or s.new_category_ks) for spec in self.specs)
+        specs = [spec for spec in self.specs if self._joins(spec, "new_category")]
+        plan = sum(1 + len(spec.event_ks or s.new_category_ks) for spec in specs)
         advance = self.progress(f"new category {code}", plan)
         engines_out = {}
-        for spec in self.specs:
-            base_idx, capped = self._cap(hist, spec.max_train, 1)
+        for spec in specs:
+            base_idx, capped = self._cap(hist, spec.max_train, 0)
             points = []
             for k in (0, *(spec.event_ks or s.new_category_ks)):
                 if k == 0:
                     fitted = self._fit(spec, base_idx, taxonomy=self.base_taxonomy, capped=capped)
                 else:
                     fitted = self._fit(spec, np.concatenate([base_idx, intro[:k]]), taxonomy=self.taxonomy, capped=capped)
-                r_new = self._evaluate(fitted, self._test_for(spec, eval_new), "new_category", k=k, part="new", category=code)
-                r_all = self._evaluate(fitted, self._test_for(spec, eval_general), "new_category", k=k, part="all", category=code)
+                r_new = self._evaluate(fitted, self._test_for(spec, eval_new, event=True), "new_category", k=k, part="new", category=code)
+                r_all = self._evaluate(fitted, self._test_for(spec, eval_general, event=True), "new_category", k=k, part="all", category=code)
                 points.append({
                     "k": k, "recall_new": r_new.metrics()["accuracy"], "accuracy_all": r_all.metrics()["accuracy"],
                     "update_seconds": fitted.train_seconds, "n_train": fitted.n_train,
@@ -605,9 +629,10 @@ class Comparison:
             relabel, merged_tax = dict(change.relabel), change.taxonomy
         else:
             relabel, merged_tax = {b: a}, None
-        advance = self.progress(f"merge {a}+{b}", 2 * len(self.specs))
+        specs = [spec for spec in self.specs if self._joins(spec, "merge")]
+        advance = self.progress(f"merge {a}+{b}", 2 * len(specs))
         engines_out = {}
-        for spec in self.specs:
+        for spec in specs:
             base = [r for r in self.log.select(experiment="learning_curve", engine=spec.display, k=ALL, seed=0)]
             if not base:
                 advance(2)
@@ -622,7 +647,7 @@ class Comparison:
             advance(1)
             pool_idx, capped = self._cap(self.pool, spec.max_train, 0)
             fitted = self._fit(spec, pool_idx, taxonomy=merged_tax, relabel=relabel, capped=capped)
-            idx = self._test_for(spec, self.test)
+            idx = self._test_for(spec, self.test, event=True)
             refit = self._evaluate(fitted, idx, "merge", truth=np.array([relabel.get(y, y) for y in self.data.labels[idx].tolist()], dtype=object),
                                    variant="refit", merge=f"{a}+{b}")
             advance(1)
@@ -653,11 +678,12 @@ class Comparison:
         mapped_all = np.full(len(other), "", dtype=object)
         mapped_all[keep] = ours
         ids = np.array([f"{other.name}:{i}" for i in other.ids.tolist()], dtype=object)
-        advance = self.progress("second network via crosswalk", 2 * len(self.specs))
+        specs = [spec for spec in self.specs if self._joins(spec, "network_import")]
+        advance = self.progress("second network via crosswalk", 2 * len(specs))
         engines_out = {}
-        for spec in self.specs:
+        for spec in specs:
             pool_idx, capped = self._cap(self.pool, spec.max_train, 0)
-            ev = eval_idx[: spec.max_test] if spec.max_test else eval_idx
+            ev = self._test_for(spec, eval_idx, event=True)
             fitted = self._fit(spec, pool_idx, capped=capped)
             as_is = self._evaluate(fitted, ev, "network_import", truth=mapped_all[ev], ids=ids[ev], texts=other.texts[ev].tolist(), variant="as_is")
             advance(1)

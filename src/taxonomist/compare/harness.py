@@ -196,17 +196,19 @@ def _name(taxonomy: Taxonomy | None, code: str) -> str:
 
 
 def _measured_llm_tokens(cmp: Comparison) -> dict[str, float] | None:
-    """Mean tokens per prediction reported by an LLM engine, when one ran and counts them."""
+    """Mean tokens per LLM call, summed over every fitted LLM engine's ledger (None when no LLM ran)."""
+    calls = prompt = cached = completion = 0.0
     for fitted in cmp._fits.values():
-        usage = getattr(fitted.engine, "usage_", None)
-        if not usage:
+        ledger = getattr(fitted.engine, "ledger_", None)
+        if ledger is None:
             continue
-        calls = float(usage.get("calls") or usage.get("predictions") or 0)
-        if calls <= 0:
+        n = float(getattr(ledger, "calls", 0) or 0)  # cache hits are not counted as calls
+        if n <= 0:
             continue
-        return {
-            "input": float(usage.get("prompt_tokens", 0)) / calls,
-            "cached": float(usage.get("cached_tokens", 0)) / calls,
-            "output": float(usage.get("completion_tokens", 0)) / calls,
-        }
-    return None
+        calls += n
+        prompt += float(getattr(ledger, "prompt_tokens", 0) or 0)
+        cached += float(getattr(ledger, "cached_tokens", 0) or 0)
+        completion += float(getattr(ledger, "completion_tokens", 0) or 0)
+    if calls <= 0:
+        return None
+    return {"input": prompt / calls, "cached": cached / calls, "output": completion / calls, "calls": calls}
