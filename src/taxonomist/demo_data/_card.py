@@ -64,8 +64,8 @@ def data_card(
         "confuses with the true one: one sharing a CARC, else the same group). They are flagged in the hidden "
         "column `label_is_noise` so label-audit work can be scored; do not train on that column.",
         f"- **Near-duplicates**: {dups:,} records ({_pct(dups, n)}) repeat an earlier record days later with small "
-        "edits (typo, resubmission note); `near_duplicate_of` names the original id. Split by claim or by time, "
-        "or a random split leaks them.",
+        "edits (typo, resubmission note); `near_duplicate_of` names the original id. Split by time, or keep each copy "
+        "on the same side as its original, or a random split leaks them.",
         "- Typos, abbreviations (pt, mbr, auth, w/o, DOS), capitals, boilerplate tails, varied lengths.",
         "",
         "## Events (dates)",

@@ -404,12 +404,15 @@ def draw_records(
             remark = pyr.choice(phrasings)
         prefixes = p.rewrite_prefixes if rewritten and not not_denial else p.prefixes
         suffixes = p.rewrite_suffixes if rewritten else p.suffixes
-        remark = pyr.choice(prefixes) + remark + pyr.choice(suffixes)
+        prefix, suffix = pyr.choice(prefixes), pyr.choice(suffixes)
+        if not_denial:
+            prefix = ""  # "DENY - Deductible amount." is not how a cost-share line reads
+        remark = prefix + remark + suffix
         if u_tail[i] < knobs.tail_rate:
             remark += pyr.choice(TAILS)
         if u_quote[i] < p.quote_carc_rate and not rewritten:
             text = carc_text(reason)
-            if text and not remark.startswith(text[:20]):
+            if text and text[:15].lower() not in remark.lower():  # don't quote what the remark already says
                 remark = text + " " + remark
         try:
             remark = remark.format(**slots)
