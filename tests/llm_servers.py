@@ -110,6 +110,11 @@ class FaultServer:
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 body = json.loads(self.rfile.read(length) or b"{}")
+                if not self.path.endswith("/chat/completions"):  # e.g. a tokenizer probe: not scripted
+                    self.send_response(404)
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                    return
                 server.requests.append(body)
                 step = server.steps.popleft() if len(server.steps) > 1 else (server.steps[0] if server.steps else ("content", "NONE"))
                 kind = step[0]
