@@ -270,6 +270,23 @@ class LlmEngine(Engine):
         self._sync_classes(self.taxonomy_)
         self.base_model_ = self._backend().model_id
 
+    def fit_from_retriever(self, retriever: Engine) -> LlmEngine:
+        """Use an already fitted `knn` engine as the retriever: the same as `fit` on its data, without re-indexing."""
+        retriever._check_fitted()
+        labels = [str(c) for c in retriever.classes_]
+        self.classes_ = np.array(sorted(set(labels)), dtype=object)
+        self.retriever_ = retriever
+        self.taxonomy_ = _label_taxonomy(labels) if self.taxonomy is None else None
+        if self.taxonomy_ is None:
+            self.taxonomy_ = self._taxonomy_now()
+        self.taxonomy_version_ = self.taxonomy_.version_id
+        self._sync_classes(self.taxonomy_)
+        self.train_seconds_ = 0.0
+        self.training_data_hash_ = getattr(retriever, "training_data_hash_", "")
+        self.n_train_ = getattr(retriever, "n_train_", 0)
+        self.base_model_ = self._backend().model_id
+        return self
+
     def add_examples(self, texts: Sequence[str], labels: Sequence[str]) -> LlmEngine:
         """Add labelled examples; the next prediction may use them (no training step)."""
         self._check_fitted()
