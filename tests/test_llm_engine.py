@@ -259,3 +259,28 @@ def test_429_then_200_through_the_engine(faults, fault_engine):
     p = fault_engine.predict_one("exchange rate for pounds?")
     assert p.category in {"exchange_rate", ABSTAIN}  # shortlisted: exchange_rate is allowed
     assert p.extra["retries"] == 1
+
+
+def test_responses_cached_in_the_store_and_predictions_keep_their_evidence(faults, taxonomy_file, tmp_path):
+    from taxonomist.store import Store
+
+    db = str(tmp_path / "store.db")
+    texts, labels = zip(*EXAMPLES)
+    params = dict(backend="openai", base_url=faults.base_url, model="fault-model", structured="none",
+                  taxonomy=str(taxonomy_file), store=db, max_retries=1, **FAST)
+    first = create_engine("llm", **params).fit(list(texts), list(labels))
+    faults.script(("content", "card_arrival"),)
+    preds = first.predict_many(RECORDS[:1])
+    assert len(faults.requests) == 1 and preds[0].category == "card_arrival"
+    with Store.open(db) as store:
+        store.add_predictions([("r1", preds[0])])
+        row = store.predictions()[0]
+    assert row["category"] == "card_arrival" and row["prompt_tokens"] == 10
+    kinds = {e["kind"] for e in row["evidence"]}
+    assert kinds == {"example", "prompt"}
+    assert any(e["ref"].startswith(prompt_id()) for e in row["evidence"] if e["kind"] == "prompt")
+    # Another engine on the same store: the identical prompt is answered from the store, no HTTP call.
+    second = create_engine("llm", **params).fit(list(texts), list(labels))
+    faults.script(("content", "exchange_rate"),)
+    again = second.predict_one(RECORDS[0])
+    assert again.category == "card_arrival" and again.extra["from_cache"] and not faults.requests

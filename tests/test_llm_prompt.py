@@ -137,3 +137,11 @@ def test_llm_ping_local_model():
     out = run("llm", "ping")
     assert out.returncode == 0, out.stderr
     assert "answered" in out.stdout and "tokenizer exact" in out.stdout
+
+
+def test_llm_package_imports_no_backend_library_and_pins_its_names():
+    code = ("import sys, taxonomist.llm as m, taxonomist.engines.llm; "
+            "print(sorted(m.__all__) == sorted(n for n in dir(m) if n in m.__all__), "
+            "'llama_cpp' in sys.modules, 'openai' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["True", "False", "False"], out.stderr
