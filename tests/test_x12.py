@@ -10,7 +10,7 @@ import pytest
 
 from taxonomist.demo_data import generate_records, render_text
 from taxonomist.errors import RecordError
-from taxonomist.x12 import Reject835, Remit835Row, parse_835, read_835, write_835
+from taxonomist.x12 import Reject835, Remit835Row, parse_835, write_835
 
 N = 1000
 

@@ -39,7 +39,6 @@ Writing
 from __future__ import annotations
 
 import datetime as dt
-import io
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -539,7 +538,7 @@ def write_835(
             )
             if at_claim:
                 seg.extend(_cas_segments(per_line[0], E))
-            seg.append(f"NM1{E}QC{E}1{E}DEMO{E}PATIENT{E * 4}MI{E}M{abs(hash_id(claim_id)):09d}")
+            seg.append(f"NM1{E}QC{E}1{E}DEMO{E}PATIENT{E * 4}MI{E}M{_stable_number(claim_id):09d}")
             if at_claim:
                 rarcs = str(_get(lines[0], "rarcs", "")).split()
                 if rarcs:
@@ -572,7 +571,7 @@ def write_835(
     return len(out)
 
 
-def hash_id(text: str) -> int:
+def _stable_number(text: str) -> int:
     """A stable small number from a string (Python's hash() is salted per process)."""
     import zlib
 
@@ -601,10 +600,3 @@ def _cas_segments(adjustments: Sequence[Adjustment], E: str) -> list[str]:
             parts = [f"{a.reason}{E}{_fmt(a.amount)}" for a in items[k : k + 6]]
             segs.append(f"CAS{E}{group}{E}" + f"{E}{E}".join(parts))
     return segs
-
-
-def to_text(records: Iterable[Mapping[str, Any]], **kwargs: Any) -> str:
-    """The 835 for `records` as a string (see `write_835`)."""
-    buf = io.StringIO()
-    write_835(records, buf, **kwargs)
-    return buf.getvalue()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._categories import AUDIO_ONLY, GENERIC_CODES, GENERIC_REMARKS, RANKS, RARE, SPECS, CategorySpec
+from ._categories import AUDIO_ONLY, GENERIC_CODES, GENERIC_REMARKS, RANKS, RARE, SPECS
 from ._codes import carc_text
 from ._payers import Payer, abbreviate
 
