@@ -173,3 +173,23 @@ def test_works_in_pipeline_and_cross_val_score(name):
     scores = cross_val_score(pipe, texts, labels, cv=3)
     assert len(scores) == 3
     assert scores.mean() >= MIN_ACCURACY.get(name, 0.5) - 0.1
+
+
+def test_calibration_applies_and_survives_save_load(fitted, tmp_path):
+    from taxonomist.engines.calibration import calibrate
+
+    raw = fitted.predict_proba(TEST[0])
+    cal = calibrate(fitted, TEST[0][::2], TEST[1][::2], threshold=0.5)
+    try:
+        assert cal.temperature > 0 and cal.ece_after is not None
+        proba = fitted.predict_proba(TEST[0])
+        np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
+        np.testing.assert_array_equal(proba.argmax(axis=1), raw.argmax(axis=1))
+        if getattr(fitted, "threshold", None) is None:
+            assert list(fitted.predict(TEST[0])) == list(np.where(proba.max(axis=1) >= 0.5, fitted.classes_[proba.argmax(axis=1)], ABSTAIN))
+        fitted.save(tmp_path / "m")
+        loaded = load_engine(tmp_path / "m")
+        assert loaded.calibrator_ == cal
+        np.testing.assert_allclose(loaded.predict_proba(TEST[0]), proba, rtol=0, atol=1e-6)
+    finally:
+        fitted.calibrator_ = None

@@ -176,12 +176,22 @@ class Engine(ClassifierMixin, BaseEstimator):
         texts = _as_texts(texts)
         if not texts:
             return np.zeros((0, len(self.classes_)))
-        return np.asarray(self._predict_proba(texts), dtype=float)
+        proba = np.asarray(self._predict_proba(texts), dtype=float)
+        # Set by engines.calibration.calibrate(): a temperature fitted on held-out data.
+        calibrator = getattr(self, "calibrator_", None)
+        return calibrator.apply(proba) if calibrator is not None else proba
+
+    def _abstain_threshold(self) -> float | None:
+        """The engine's own `threshold` parameter, else the calibrator's chosen one."""
+        threshold = getattr(self, "threshold", None)
+        if threshold is None and getattr(self, "calibrator_", None) is not None:
+            threshold = self.calibrator_.threshold
+        return threshold
 
     def predict(self, texts: Iterable[str]) -> np.ndarray:
         proba = self.predict_proba(texts)
         out = self.classes_[proba.argmax(axis=1)] if len(proba) else np.array([], dtype=object)
-        threshold = getattr(self, "threshold", None)
+        threshold = self._abstain_threshold()
         if threshold:
             out = np.where(proba.max(axis=1) >= threshold, out, ABSTAIN)
         return out
@@ -192,7 +202,7 @@ class Engine(ClassifierMixin, BaseEstimator):
         order = np.argsort(-proba)[:top_k]
         best = int(order[0])
         confidence = float(proba[best])
-        threshold = getattr(self, "threshold", None) or 0.0
+        threshold = self._abstain_threshold() or 0.0
         category = str(self.classes_[best]) if confidence >= threshold else ABSTAIN
         return Prediction(
             category=category,
@@ -232,6 +242,8 @@ class Engine(ClassifierMixin, BaseEstimator):
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         extra = self._save_weights(d) or {}
+        if getattr(self, "calibrator_", None) is not None:
+            extra["calibration"] = self.calibrator_.to_dict()
         self.manifest(**extra).write(d)
         return d
 
@@ -251,6 +263,10 @@ class Engine(ClassifierMixin, BaseEstimator):
         engine.train_seconds_ = manifest.train_seconds
         engine.taxonomy_version_ = manifest.taxonomy_version
         engine._load_weights(Path(directory), manifest)
+        if manifest.extra.get("calibration"):
+            from .calibration import Calibrator
+
+            engine.calibrator_ = Calibrator.from_dict(manifest.extra["calibration"])
         return engine
 
 

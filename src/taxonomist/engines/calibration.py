@@ -1,0 +1,132 @@
+"""Calibration and abstention for any engine: temperature scaling fitted on held-out data, and a threshold.
+
+`calibrate(engine, texts, labels)` fits one temperature on held-out data so
+that confidences match accuracy (reported as expected calibration error
+before and after), optionally chooses an abstention threshold, and attaches
+the resulting `Calibrator` to the engine as `calibrator_`. The engine contract
+(`engines/base.py`) applies it in `predict_proba`/`predict`, stores it in the
+manifest and restores it on load, so every engine gets it without code of its
+own. Held-out rows whose label is not one of the engine's classes (CLINC150's
+`oos`) do not enter the temperature fit; they are what the threshold should
+catch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import EngineError
+from ..metrics import ece as expected_calibration_error
+
+__all__ = ["Calibrator", "calibrate", "fit_temperature", "choose_threshold"]
+
+
+@dataclass
+class Calibrator:
+    """A fitted temperature (probabilities become softmax(log p / T)) and an optional abstention threshold."""
+
+    temperature: float = 1.0
+    threshold: float | None = None
+    ece_before: float | None = None
+    ece_after: float | None = None
+    n: int = 0
+    min_accuracy: float | None = None
+
+    def apply(self, proba: np.ndarray) -> np.ndarray:
+        if self.temperature == 1.0 or len(proba) == 0:
+            return proba
+        z = np.log(np.clip(proba, 1e-12, 1.0)) / self.temperature
+        z -= z.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        return p / p.sum(axis=1, keepdims=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Calibrator:
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def fit_temperature(proba: np.ndarray, y: np.ndarray) -> float:
+    """The temperature minimising negative log-likelihood of the true class indices `y`."""
+    from scipy.optimize import minimize_scalar
+
+    logp = np.log(np.clip(np.asarray(proba, dtype=float), 1e-12, 1.0))
+    rows = np.arange(len(y))
+
+    def nll(log_t: float) -> float:
+        z = logp / np.exp(log_t)
+        z = z - z.max(axis=1, keepdims=True)
+        return float(-(z[rows, y] - np.log(np.exp(z).sum(axis=1))).mean())
+
+    result = minimize_scalar(nll, bounds=(np.log(0.02), np.log(50.0)), method="bounded")
+    return float(np.exp(result.x))
+
+
+def choose_threshold(confidence: np.ndarray, correct: np.ndarray, *, min_accuracy: float) -> float | None:
+    """The highest confidence threshold that keeps accuracy (abstentions count as wrong) >= `min_accuracy`.
+
+    `confidence`/`correct` are for the in-scope held-out rows. None when even
+    no threshold reaches `min_accuracy`.
+    """
+    conf = np.asarray(confidence, dtype=float)
+    ok = np.asarray(correct, dtype=bool)
+    n = len(conf)
+    if n == 0 or ok.mean() < min_accuracy:
+        return None
+    order = np.argsort(-conf, kind="stable")
+    # Accuracy when the threshold is the i-th highest confidence: correct among the top i+1, over n.
+    acc_at = np.cumsum(ok[order]) / n
+    feasible = np.flatnonzero(acc_at >= min_accuracy)
+    i = int(feasible[0])  # the fewest kept rows (highest threshold) that still reach the target
+    return float(conf[order][i])
+
+
+def calibrate(
+    engine,
+    texts: Iterable[str],
+    labels: Iterable[str],
+    *,
+    threshold: float | str | None = None,
+    min_accuracy: float = 0.95,
+) -> Calibrator:
+    """Fit a temperature on held-out `texts`/`labels` and attach it to `engine` (returns the Calibrator).
+
+    `threshold`: None (never abstain), a number, or "auto": the highest
+    threshold keeping held-out accuracy on in-scope rows >= `min_accuracy`
+    (rows with labels outside `engine.classes_` are out-of-scope).
+    """
+    engine._check_fitted()
+    texts = list(texts)
+    labels = [str(y) for y in labels]
+    if len(texts) != len(labels):
+        raise EngineError(f"calibrate: {len(texts)} texts but {len(labels)} labels; they must be the same length")
+    engine.calibrator_ = None  # fit on the engine's raw probabilities
+    raw = engine.predict_proba(texts)
+    index = {c: i for i, c in enumerate(engine.classes_)}
+    in_scope = np.array([y in index for y in labels], dtype=bool)
+    if in_scope.sum() < 2:
+        raise EngineError(
+            f"calibrate: only {int(in_scope.sum())} held-out rows have a category the engine knows; "
+            "hold out more labelled data (e.g. --calibrate 0.1)"
+        )
+    y = np.array([index[v] for v, k in zip(labels, in_scope) if k])
+    raw_in = raw[in_scope]
+    temperature = fit_temperature(raw_in, y)
+    cal = Calibrator(temperature=temperature, n=int(in_scope.sum()))
+    proba = cal.apply(raw_in)
+    cal.ece_before = expected_calibration_error(raw_in.max(axis=1), raw_in.argmax(axis=1) == y)
+    cal.ece_after = expected_calibration_error(proba.max(axis=1), proba.argmax(axis=1) == y)
+    if threshold == "auto":
+        cal.min_accuracy = min_accuracy
+        cal.threshold = choose_threshold(proba.max(axis=1), proba.argmax(axis=1) == y, min_accuracy=min_accuracy)
+    elif threshold is not None:
+        cal.threshold = float(threshold)
+    engine.calibrator_ = cal
+    return cal

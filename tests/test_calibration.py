@@ -1,0 +1,110 @@
+"""Calibration and abstention: temperature scaling, threshold choice, out-of-scope detection (CLINC150 subset)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from taxonomist.engines import create_engine, load_engine
+from taxonomist.engines.calibration import Calibrator, calibrate, choose_threshold, fit_temperature
+from taxonomist.errors import EngineError
+from taxonomist.metrics import ece, oos_metrics
+from taxonomist.taxonomy import ABSTAIN
+
+DATA = Path(__file__).parent / "data"
+
+
+def read_csv(name):
+    with open(DATA / name, encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [r["text"] for r in rows], [r["label"] for r in rows]
+
+
+TRAIN, VAL, TEST = (read_csv(f"clinc150_small_{s}.csv") for s in ("train", "val", "test"))
+
+
+def test_fit_temperature_recovers_a_known_temperature():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(4000, 5)) * 3
+    true_t = 2.5
+    # Draw labels from softmax(logits / true_t); the model reports softmax(logits) (overconfident).
+    p_true = np.exp(logits / true_t)
+    p_true /= p_true.sum(axis=1, keepdims=True)
+    y = np.array([rng.choice(5, p=row) for row in p_true])
+    reported = np.exp(logits)
+    reported /= reported.sum(axis=1, keepdims=True)
+    assert fit_temperature(reported, y) == pytest.approx(true_t, rel=0.1)
+
+
+def test_choose_threshold_is_the_highest_that_keeps_accuracy():
+    conf = np.array([0.99, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2])
+    correct = np.array([1, 1, 1, 1, 1, 1, 1, 1, 0, 0], dtype=bool)
+    # 80% accuracy overall; keeping the top 7 gives 7/10 = 70% (abstentions count as wrong).
+    assert choose_threshold(conf, correct, min_accuracy=0.7) == pytest.approx(0.5)
+    assert choose_threshold(conf, correct, min_accuracy=0.8) == pytest.approx(0.4)
+    assert choose_threshold(conf, correct, min_accuracy=0.9) is None
+
+
+def test_calibrator_round_trips_as_a_dict():
+    cal = Calibrator(temperature=1.7, threshold=0.4, ece_before=0.2, ece_after=0.05, n=10)
+    assert Calibrator.from_dict(cal.to_dict()) == cal
+    p = np.array([[0.7, 0.2, 0.1]])
+    softer = cal.apply(p)
+    assert softer.sum() == pytest.approx(1.0) and softer[0, 0] < 0.7 and softer.argmax() == 0
+
+
+@pytest.fixture(scope="module")
+def tfidf():
+    return create_engine("tfidf").fit(*TRAIN)
+
+
+def test_calibrate_lowers_ece_and_detects_out_of_scope(tfidf, tmp_path):
+    raw_test = tfidf.predict_proba(TEST[0])
+    cal = calibrate(tfidf, *VAL, threshold="auto", min_accuracy=0.8)
+    try:
+        assert cal.n == sum(y != "oos" for y in VAL[1])  # oos rows are not in the temperature fit
+        assert cal.temperature != 1.0 and cal.ece_after < cal.ece_before
+        assert cal.threshold is not None and 0 < cal.threshold < 1
+
+        # Applied by the contract: probabilities change, ranking does not.
+        proba = tfidf.predict_proba(TEST[0])
+        assert not np.allclose(proba, raw_test)
+        np.testing.assert_array_equal(proba.argmax(axis=1), raw_test.argmax(axis=1))
+        ins = np.array([y != "oos" for y in TEST[1]])
+        correct = proba.argmax(axis=1) == np.array([list(tfidf.classes_).index(y) if y != "oos" else -1 for y in TEST[1]])
+        assert ece(proba[ins].max(axis=1), correct[ins]) < ece(raw_test[ins].max(axis=1), correct[ins]) + 0.05
+
+        pred = tfidf.predict(TEST[0])
+        scores = oos_metrics(TEST[1], pred)
+        assert scores["oos_recall"] >= 0.3, scores  # abstentions catch out-of-scope queries
+        assert np.mean(pred[~ins] == ABSTAIN) > np.mean(pred[ins] == ABSTAIN)
+
+        # Saved in the manifest and restored on load.
+        tfidf.save(tmp_path / "m")
+        loaded = load_engine(tmp_path / "m")
+        assert loaded.calibrator_ == cal
+        np.testing.assert_allclose(loaded.predict_proba(TEST[0]), proba, atol=1e-9)
+        assert list(loaded.predict(TEST[0])) == list(pred)
+    finally:
+        tfidf.calibrator_ = None
+
+
+def test_engine_threshold_parameter_wins_over_calibrator(tfidf):
+    calibrate(tfidf, *VAL, threshold=0.99)
+    try:
+        assert (tfidf.predict(TEST[0]) == ABSTAIN).mean() > 0.5
+        tfidf.set_params(threshold=0.0001)
+        assert (tfidf.predict(TEST[0]) == ABSTAIN).mean() == 0
+    finally:
+        tfidf.set_params(threshold=None)
+        tfidf.calibrator_ = None
+
+
+def test_calibrate_needs_known_labels(tfidf):
+    with pytest.raises(EngineError, match="only 0 held-out rows"):
+        calibrate(tfidf, ["a", "b"], ["oos", "oos"])
+    with pytest.raises(EngineError, match="2 texts but 1 labels"):
+        calibrate(tfidf, ["a", "b"], ["oos"])
