@@ -10,6 +10,18 @@ import pytest
 DATA = Path(__file__).parent / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_session_state(tmp_path_factory: pytest.TempPathFactory):
+    """The same for module- and session-scoped fixtures, which run before `isolated_state` (no ~/.cache writes)."""
+    mp = pytest.MonkeyPatch()
+    home = tmp_path_factory.mktemp("session-home")
+    mp.setenv("TAXONOMIST_HOME", str(home))
+    mp.setenv("HF_HUB_OFFLINE", "1")
+    mp.setenv("TRANSFORMERS_OFFLINE", "1")
+    yield home
+    mp.undo()
+
+
 @pytest.fixture(autouse=True)
 def isolated_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Point every default location (store, caches) into tmp_path and keep model hubs offline."""
