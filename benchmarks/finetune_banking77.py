@@ -37,6 +37,10 @@ DEFAULTS = {
     "finetune": FINETUNE,
     "ensemble": {"members": ["tfidf", ["finetune", {**FINETUNE, "val_fraction": 0.05}]], "holdout": 0.08, "refit": ["tfidf"]},
 }
+# k-shot: every example counts, so the finetune member trains a fixed 8 epochs without a split of its
+# own (the ensemble calibrates its temperature on the held-out split); the cheap members are refitted.
+ENSEMBLE_FEW = {"members": ["tfidf", "head", ["finetune", {**FINETUNE_FEW, "epochs": 8, "val_fraction": 0.0}]],
+                "holdout": 0.1, "refit": ["tfidf", "head"]}
 
 
 def read_csv(path: Path) -> tuple[list[str], list[str]]:
@@ -145,8 +149,8 @@ def main(argv: list[str] | None = None) -> None:
             params = overrides.get(name)
             if params is None:
                 params = dict(DEFAULTS.get(name, {}))
-                if name == "finetune" and args.shots != "full":
-                    params = dict(FINETUNE_FEW)
+                if args.shots != "full" and name in ("finetune", "ensemble"):
+                    params = dict(FINETUNE_FEW if name == "finetune" else ENSEMBLE_FEW)
             row = run_one(name, params, train, test, shots=args.shots, seed=seed, dataset=args.dataset)
             rows.append(row)
             print(f"{row['dataset']:10} {row['shots']:>5} seed={seed} {name:9} acc={row['accuracy']:6.2f} "
