@@ -779,7 +779,7 @@ GENERIC_CODES = (("CO", "16", "", 5), ("CO", "A1", "", 2), ("CO", "96", "", 2), 
 
 #: Frequency order of the 47 categories (most common first); the long tail is at the end.
 RANKS = (
-    "J2", "J1", "C1", "H1", "I1", "A1", "F1", "D1", "G1", "C3", "B1", "C2", "H3", "E1", "G5",
+    "C1", "J2", "H1", "A1", "J1", "I1", "F1", "D1", "G1", "C3", "B1", "C2", "H3", "E1", "G5",
     "G2", "D6", "A2", "H4", "G4", "F4", "B2", "C4", "E2", "D3", "F2", "I2", "E5", "D4", "A5",
     "C5", "G3", "C6", "B4", "F3", "D2", "E3", "I3", "A3", "F5", "J3", "G6", "B3",
     "D5", "E4", "F6", "A4",
