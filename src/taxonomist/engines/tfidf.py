@@ -44,10 +44,13 @@ class TfidfEngine(Engine):
         self.threshold = threshold
 
     def _fit(self, texts: list[str], labels: np.ndarray) -> None:
-        word, char = _vectorizers(self.min_df)
-        x = sparse.hstack([word.fit_transform(texts), char.fit_transform(texts)]).tocsr()
         if len(self.classes_) < 2:
             raise EngineError(f"fit: tfidf needs at least 2 categories, found {len(self.classes_)}; add examples of another category")
+        word, char = _vectorizers(self.min_df)
+        try:
+            x = sparse.hstack([word.fit_transform(texts), char.fit_transform(texts)]).tocsr()
+        except ValueError as exc:  # sklearn: "empty vocabulary" (texts of single characters or nothing)
+            raise EngineError(f"fit: the training texts yield no word features ({exc}); check the text column") from None
         svm = LinearSVC(C=self.C, random_state=0)
         svm.fit(x, labels)
         coef, intercept = svm.coef_, svm.intercept_

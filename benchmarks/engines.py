@@ -1,0 +1,162 @@
+"""Accuracy, calibration, speed and memory of the registered engines on BANKING77, CLINC150 or any CSV pair.
+
+Examples (from the repository root):
+
+    nice python benchmarks/engines.py --dataset banking77 --data-dir ../shared/data --engines tfidf,knn,head --json b77.json
+    nice python benchmarks/engines.py --dataset banking77 --data-dir ../shared/data --shots 10 --json b77_10.json
+    nice python benchmarks/engines.py --dataset clinc150 --data-dir ../shared/data --json clinc.json
+    nice python benchmarks/engines.py --train A.csv --test B.csv --engines tfidf
+
+Prints a table and writes one JSON row per (dataset, shots, seed, engine) with
+accuracy, macro_f1, ece (of the raw probabilities; on CLINC150 after the
+temperature fitted on the validation split), train_seconds,
+predict_per_second (MiniLM engines embed the timed texts afresh: the
+embedding cache is not read during timing) and peak_rss_mb (peak of this
+process so far, so it only grows down the table). On CLINC150 the engines are
+trained on in-scope intents only; a threshold is chosen on the validation split
+(in-scope + oos) as the highest that keeps validation in-scope accuracy >= 95%,
+and the test split reports in-scope accuracy with and without it and the
+out-of-scope recall at it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from taxonomist import metrics  # noqa: E402
+from taxonomist.engines import create_engine  # noqa: E402
+from taxonomist.engines.calibration import calibrate  # noqa: E402
+
+OOS = "oos"
+
+
+def read_csv(path: Path, text_col: str = "text", label_cols=("label", "category")) -> tuple[list[str], list[str]]:
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        sys.exit(f"{path}: no rows")
+    label_col = next((c for c in label_cols if c in rows[0]), None)
+    if text_col not in rows[0] or label_col is None:
+        sys.exit(f"{path}: needs columns text,label (found {', '.join(rows[0])})")
+    return [r[text_col] for r in rows], [r[label_col] for r in rows]
+
+
+def load(args) -> dict:
+    if args.train:
+        return {"name": Path(args.train).stem, "train": read_csv(Path(args.train)), "test": read_csv(Path(args.test)), "val": None}
+    root = Path(args.data_dir)
+    if args.dataset == "banking77":
+        return {"name": "banking77", "train": read_csv(root / "banking77/train.csv"), "test": read_csv(root / "banking77/test.csv"), "val": None}
+    data = json.loads((root / "clinc150/data_full.json").read_text())
+
+    def split(*keys):
+        rows = [r for k in keys for r in data[k]]
+        return [t for t, _ in rows], [y for _, y in rows]
+
+    return {"name": "clinc150", "train": split("train"), "val": split("val", "oos_val"), "test": split("test", "oos_test")}
+
+
+def k_shot(texts, labels, k: int, seed: int):
+    rng = random.Random(seed)
+    by: dict[str, list[int]] = {}
+    for i, y in enumerate(labels):
+        by.setdefault(y, []).append(i)
+    pick = sorted(i for y in sorted(by) for i in rng.sample(by[y], min(k, len(by[y]))))
+    return [texts[i] for i in pick], [labels[i] for i in pick]
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_one(name: str, params: dict, ds: dict, train, shots: str, seed: int, throughput_sample: int) -> dict:
+    engine = create_engine(name, **params)
+    engine.fit(*train)
+    test_texts, test_labels = ds["test"]
+    # Throughput: embed afresh (no cache reads), on a fixed sample of test texts.
+    sample = test_texts[:throughput_sample] if throughput_sample else test_texts
+    os.environ["TAXONOMIST_EMBED_CACHE"] = "write"
+    try:
+        start = time.perf_counter()
+        engine.predict_proba(sample)
+        per_second = len(sample) / (time.perf_counter() - start)
+    finally:
+        os.environ.pop("TAXONOMIST_EMBED_CACHE", None)
+    row = {
+        "dataset": ds["name"], "shots": shots, "seed": seed, "engine": name, "params": params,
+        "n_train": len(train[0]), "n_test": len(test_texts),
+        "train_seconds": round(engine.train_seconds_, 2), "predict_per_second": round(per_second, 1),
+    }
+    if ds["val"] is not None:  # CLINC150: calibrate + threshold on validation
+        cal = calibrate(engine, *ds["val"], threshold="auto", min_accuracy=0.95)
+        row.update(temperature=round(cal.temperature, 4), threshold=cal.threshold)
+    proba = engine.predict_proba(test_texts)
+    truth = np.asarray(test_labels, dtype=object)
+    top = engine.classes_[proba.argmax(axis=1)]
+    ins = truth != OOS
+    row["accuracy"] = round(metrics.accuracy(truth[ins], top[ins]), 4)
+    row["macro_f1"] = round(metrics.macro_f1(truth[ins], top[ins]), 4)
+    row["ece"] = round(metrics.ece(proba[ins].max(axis=1), (top == truth)[ins]), 4)
+    if ds["val"] is not None:
+        scores = metrics.oos_metrics(truth, engine.predict(test_texts), oos_label=OOS)
+        row["in_scope_accuracy_at_threshold"] = round(scores["in_scope_accuracy"], 4)
+        row["oos_recall"] = round(scores["oos_recall"], 4)
+    row["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    return row
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", choices=["banking77", "clinc150"], default="banking77")
+    ap.add_argument("--data-dir", default="../shared/data", help="folder holding banking77/ and clinc150/")
+    ap.add_argument("--train", help="any CSV with columns text,label (instead of --dataset)")
+    ap.add_argument("--test", help="test CSV with columns text,label (with --train)")
+    ap.add_argument("--engines", default="tfidf,knn,head", help="comma-separated registered engine names")
+    ap.add_argument("--params", default="{}", help='JSON {engine: {param: value}}, e.g. \'{"knn": {"k": 5}}\'')
+    ap.add_argument("--shots", default="full", help="full, or k examples per class (3 seeds)")
+    ap.add_argument("--seeds", default="0,1,2", help="seeds for k-shot sampling")
+    ap.add_argument("--throughput-sample", type=int, default=1000, help="test texts timed for predict_per_second (0: all)")
+    ap.add_argument("--json", help="write the rows here")
+    args = ap.parse_args(argv)
+    if bool(args.train) != bool(args.test):
+        ap.error("--train and --test go together")
+    ds = load(args)
+    params = json.loads(args.params)
+    seeds = [0] if args.shots == "full" else [int(s) for s in args.seeds.split(",")]
+    rows = []
+    for seed in seeds:
+        train = ds["train"] if args.shots == "full" else k_shot(*ds["train"], int(args.shots), seed)
+        for name in [e.strip() for e in args.engines.split(",") if e.strip()]:
+            row = run_one(name, params.get(name, {}), ds, train, args.shots, seed, args.throughput_sample)
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+            if args.json:  # write as we go: a long run keeps what it measured
+                Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+    cols = ["dataset", "shots", "seed", "engine", "accuracy", "macro_f1", "ece", "train_seconds", "predict_per_second", "peak_rss_mb"]
+    if ds["val"] is not None:
+        cols += ["threshold", "in_scope_accuracy_at_threshold", "oos_recall"]
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    for r in rows:
+        print("| " + " | ".join(str(r.get(c, "")) for c in cols) + " |")
+    if args.shots != "full":
+        for name in sorted({r["engine"] for r in rows}):
+            accs = [r["accuracy"] for r in rows if r["engine"] == name]
+            print(f"mean accuracy {name} over {len(accs)} seeds: {np.mean(accs):.4f} (sd {np.std(accs):.4f})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""head specifics: a refit reuses cached embeddings (embeds nothing), binary tasks, saved weights."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from taxonomist.engines import create_engine, load_engine
+
+pytestmark = pytest.mark.slow
+
+DATA = Path(__file__).parent / "data"
+
+
+def read_csv(name):
+    with open(DATA / name, encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [r["text"] for r in rows], [r["label"] for r in rows]
+
+
+TRAIN, TEST = read_csv("banking77_small_train.csv"), read_csv("banking77_small_test.csv")
+
+
+def test_refit_embeds_nothing_and_is_accurate():
+    first = create_engine("head").fit(*TRAIN)
+    acc = (first.predict(TEST[0]) == np.array(TEST[1])).mean()
+    assert acc >= 0.8, acc
+    again = create_engine("head", C=5.0).fit(*TRAIN)
+    assert again.embedder_.n_encoded == 0  # every training text came from the cache
+    assert again.base_model_ == "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def test_binary_and_save_load(tmp_path):
+    keep = ("exchange_rate", "get_physical_card")
+    texts = [t for t, y in zip(*TRAIN) if y in keep]
+    labels = [y for y in TRAIN[1] if y in keep]
+    engine = create_engine("head").fit(texts, labels)
+    proba = engine.predict_proba(["what is the exchange rate for euros", "I want a physical card"])
+    assert proba.shape == (2, 2) and list(engine.classes_[proba.argmax(axis=1)]) == list(keep)
+    engine.save(tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["head_weights.npz", "manifest.json"]
+    np.testing.assert_allclose(load_engine(tmp_path / "m").predict_proba(texts), engine.predict_proba(texts), atol=1e-9)

@@ -1,0 +1,58 @@
+"""tfidf specifics beyond the contract suite: saved without pickle, binary tasks, parameters."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from taxonomist.engines import TfidfEngine, load_engine
+from taxonomist.errors import EngineError
+
+DATA = Path(__file__).parent / "data"
+
+
+def read_csv(name):
+    with open(DATA / name, encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [r["text"] for r in rows], [r["label"] for r in rows]
+
+
+TRAIN, TEST = read_csv("banking77_small_train.csv"), read_csv("banking77_small_test.csv")
+
+
+def test_saved_as_json_and_npz_only(tmp_path):
+    engine = TfidfEngine().fit(*TRAIN)
+    engine.save(tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["manifest.json", "tfidf_vocabulary.json", "tfidf_weights.npz"]
+    vocab = json.loads((tmp_path / "m" / "tfidf_vocabulary.json").read_text())
+    assert len(vocab["word"]) + len(vocab["char"]) == engine.coef_.shape[1]
+    with np.load(tmp_path / "m" / "tfidf_weights.npz", allow_pickle=False) as w:
+        assert w["coef"].shape == (20, engine.coef_.shape[1])
+    assert (engine.predict(TEST[0]) == np.array(TEST[1])).mean() >= 0.7
+
+
+def test_binary_task_has_two_columns(tmp_path):
+    texts = [t for t, y in zip(*TRAIN) if y in ("exchange_rate", "get_physical_card")]
+    labels = [y for y in TRAIN[1] if y in ("exchange_rate", "get_physical_card")]
+    engine = TfidfEngine().fit(texts, labels)
+    proba = engine.predict_proba(["what is the exchange rate for euros", "I want a physical card"])
+    assert proba.shape == (2, 2)
+    assert list(engine.classes_[proba.argmax(axis=1)]) == ["exchange_rate", "get_physical_card"]
+    engine.save(tmp_path / "m")
+    np.testing.assert_allclose(load_engine(tmp_path / "m").predict_proba(texts), engine.predict_proba(texts), atol=1e-9)
+
+
+def test_one_category_is_a_clear_error():
+    with pytest.raises(EngineError, match="at least 2 categories"):
+        TfidfEngine().fit(["a", "b"], ["x", "x"])
+
+
+def test_scale_sharpens_probabilities_without_changing_ranking():
+    soft, sharp = TfidfEngine(scale=1.0).fit(*TRAIN), TfidfEngine(scale=30.0).fit(*TRAIN)
+    p1, p2 = soft.predict_proba(TEST[0]), sharp.predict_proba(TEST[0])
+    np.testing.assert_array_equal(p1.argmax(axis=1), p2.argmax(axis=1))
+    assert p2.max(axis=1).mean() > p1.max(axis=1).mean()
