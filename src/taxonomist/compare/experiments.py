@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -298,7 +299,10 @@ class Comparison:
             labels += list(extra[1])
         engine = self._make(spec, taxonomy)
         start = time.perf_counter()
-        engine.fit(texts, labels)
+        with warnings.catch_warnings():
+            # k=1 per category trips sklearn's "looks like regression" heuristic; it is not.
+            warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
+            engine.fit(texts, labels)
         seconds = float(getattr(engine, "train_seconds_", time.perf_counter() - start))
         fitted = _Fitted(engine, spec, _model_id(engine, spec), len(texts), seconds, capped)
         self._fits[key] = fitted
