@@ -145,3 +145,22 @@ def test_llm_package_imports_no_backend_library_and_pins_its_names():
             "'llama_cpp' in sys.modules, 'openai' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["True", "False", "False"], out.stderr
+
+
+@pytest.mark.parametrize(
+    "reply, expected",
+    [
+        ('{"category": "card_lost"}', "card_lost"),
+        ("card_lost", "card_lost"),
+        ('"Card_Lost".', "card_lost"),
+        ("card_lost because the customer says so", "card_lost"),
+        ("NONE", ABSTAIN),
+        ('{"category": "card_los', None),  # truncated JSON
+        ("crypto_scam", None),  # an invented label is never accepted
+        ("", None),
+    ],
+)
+def test_reply_parsing_accepts_only_allowed_codes(reply, expected):
+    from taxonomist.engines.llm import _parse
+
+    assert _parse(reply, ("card_arrival", "card_lost", ABSTAIN)) == expected
