@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from taxonomist.embed import EmbeddingCache
 from taxonomist.engines import create_engine, load_engine
 from taxonomist.errors import EngineError
 from taxonomist.prediction import Evidence
@@ -66,7 +67,8 @@ def engine(fitted):
     return e
 
 
-def test_new_category_with_five_examples_is_predicted_on_next_call_without_refit(engine, base_taxonomy):
+def test_new_category_with_five_examples_is_predicted_on_next_call_without_refit(engine, base_taxonomy, tmp_path):
+    engine.embedder_.cache = EmbeddingCache(tmp_path / "fresh.sqlite")  # count embeddings from an empty cache
     assert NEW in set(TRAIN[1]) and NEW not in engine.classes_
     new_train, _ = _split(TRAIN, lambda y: y == NEW)
     new_test, _ = _split(TEST, lambda y: y == NEW)

@@ -185,7 +185,10 @@ class KnnEngine(EmbeddingEngine):
         if not hasattr(self, "texts_"):
             raise EngineError("knn: set_taxonomy needs a fitted engine; call fit() first")
         taxonomy = _as_taxonomy(taxonomy)
-        self._keep(np.array([not r.startswith("taxonomy:") for r in self.refs_], dtype=bool))
+        from_taxonomy = np.array([r.startswith("taxonomy:") for r in self.refs_], dtype=bool)
+        # Unchanged definitions and examples keep their vectors: only new texts are embedded.
+        known = {self.texts_[i]: self.vectors_[i] for i in np.flatnonzero(from_taxonomy)}
+        self._keep(~from_taxonomy)
         texts, labels, kinds, refs = [], [], [], []
         for cat in taxonomy.active_categories:
             if self.use_definitions:
@@ -199,7 +202,13 @@ class KnnEngine(EmbeddingEngine):
                 kinds.append(EXAMPLE)
                 refs.append(f"taxonomy:{cat.code}#{j}")
         if texts:
-            vectors = self._embed(texts)
+            vectors = np.zeros((len(texts), self.vectors_.shape[1]), dtype=np.float32)
+            new = [i for i, t in enumerate(texts) if t not in known]
+            for i, t in enumerate(texts):
+                if t in known:
+                    vectors[i] = known[t]
+            if new:
+                vectors[new] = self._embed([texts[i] for i in new])
             self.texts_.extend(texts)
             self.labels_.extend(labels)
             self.kinds_.extend(kinds)
