@@ -70,6 +70,7 @@ class EngineSpec:
     gpu: bool = False
     skip: tuple[str, ...] = ()
     event_test: int | None = None
+    month_test: int | None = None
 
     @property
     def family(self) -> str:
@@ -85,7 +86,7 @@ class EngineSpec:
             "max_train": self.max_train, "max_test": self.max_test, "seeds": self.seeds,
             "ks": list(self.ks) if self.ks else None, "policies": list(self.policies),
             "event_ks": list(self.event_ks) if self.event_ks else None, "gpu": self.gpu,
-            "skip": list(self.skip), "event_test": self.event_test,
+            "skip": list(self.skip), "event_test": self.event_test, "month_test": self.month_test,
         }
 
 
@@ -505,7 +506,7 @@ class Comparison:
                     model, reference = model0, ref_run.metrics()["mean_confidence"]
                     months, retrains = [], []
                     for i, mth in enumerate(later):
-                        idx = self._test_for(spec, month_sample[mth])
+                        idx = month_sample[mth][: spec.month_test or spec.max_test or None]
                         run = self._evaluate(model, idx, "backtest", policy=policy, month=mth)
                         mm = run.metrics()
                         drift = reference - mm["mean_confidence"]
@@ -759,11 +760,11 @@ class Comparison:
 
     def _measure(self, fitted: _Fitted) -> dict[str, Any]:
         s, spec = self.settings, fitted.spec
-        n_lat = s.latency_items if spec.max_test is None else min(s.latency_items, max(3, spec.max_test // 10))
-        n_tp = s.throughput_items if spec.max_test is None else min(s.throughput_items, max(5, spec.max_test // 4))
+        n_lat = s.latency_items if spec.max_test is None else min(s.latency_items, max(2, spec.max_test // 10))
+        n_tp = s.throughput_items if spec.max_test is None else min(s.throughput_items, max(3, spec.max_test // 4))
         base = self.data.texts[self.test].tolist() or self.data.texts.tolist()
         # A unique suffix defeats embedding and response caches: we time real work.
-        fresh = [f"{base[i % len(base)]} (timing {i})" for i in range(n_lat + n_tp)]
+        fresh = [f"{base[i % len(base)]} (timing {spec.name} {i})" for i in range(n_lat + n_tp)]
         lat = []
         for t in fresh[:n_lat]:
             start = time.perf_counter()

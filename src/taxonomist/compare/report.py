@@ -229,7 +229,7 @@ def _recommendation(results: dict[str, Any], trained: list[str], retrieval: list
     bt, bt_t, bt_r = _best(curves, trained), None, _best(curves, retrieval)
     bt_t = bt
     parts = []
-    casc = [c for c in results.get("cascade", [])]
+    casc = [c for c in results.get("cascade", []) if c["n"] >= 50]  # fewer records cannot carry a recommendation
     best_casc = max(casc, key=lambda c: c["accuracy_combined"] - max(c["accuracy_trained"], c["accuracy_retrieval"]), default=None)
     if bt_t and bt_r:
         t, pt = bt_t
