@@ -226,14 +226,20 @@ def answers(results: dict[str, Any]) -> dict[str, str]:
 
 def _recommendation(results: dict[str, Any], trained: list[str], retrieval: list[str]) -> str:
     curves = results["learning_curve"]["curves"]
-    bt, bt_t, bt_r = _best(curves, trained), None, _best(curves, retrieval)
-    bt_t = bt
+    bt_t = _best(curves, trained)
+    # Head to head only for retrieval engines scored on enough records (a 10-record LLM sample is reported, not weighed).
+    solid = [r for r in retrieval if any(p["k"] == "all" and p["n_test"] >= 50 for p in curves.get(r, []))]
+    bt_r = _best(curves, solid)
     parts = []
     casc = [c for c in results.get("cascade", []) if c["n"] >= 50]  # fewer records cannot carry a recommendation
     best_casc = max(casc, key=lambda c: c["accuracy_combined"] - max(c["accuracy_trained"], c["accuracy_retrieval"]), default=None)
     if bt_t and bt_r:
         t, pt = bt_t
         r, pr = bt_r
+        pair = next((c for c in results["learning_curve"]["crossover"] if c["trained"] == t and c["retrieval"] == r), None)
+        common = next((p for p in (pair or {}).get("points", []) if p["k"] == "all"), None)
+        if common:  # the same records for both
+            pt, pr = {**pt, "accuracy": common["trained"]}, {**pr, "accuracy": common["retrieval"]}
         gap = pt["accuracy"] - pr["accuracy"]
         if best_casc and best_casc["accuracy_combined"] > max(best_casc["accuracy_trained"], best_casc["accuracy_retrieval"]) + 0.005:
             c = best_casc
@@ -241,9 +247,11 @@ def _recommendation(results: dict[str, Any], trained: list[str], retrieval: list
                          f"{c['retrieval']}; on {c['n']} records this scores {pct(c['accuracy_combined'])} against "
                          f"{pct(c['accuracy_trained'])} and {pct(c['accuracy_retrieval'])} alone.")
         elif gap >= 0:
-            parts.append(f"Train: {t} is {pts(gap)} more accurate than {r} with all examples ({pct(pt['accuracy'])} vs {pct(pr['accuracy'])}).")
+            parts.append(f"Train: {t} is {pts(gap)} more accurate than {r} with all examples ({pct(pt['accuracy'])} vs {pct(pr['accuracy'])}"
+                         + (f" on the {common['n']} records both answered" if common else "") + ").")
         else:
-            parts.append(f"Retrieve: {r} is {pts(-gap)} more accurate than {t} ({pct(pr['accuracy'])} vs {pct(pt['accuracy'])}).")
+            parts.append(f"Retrieve: {r} is {pts(-gap)} more accurate than {t} ({pct(pr['accuracy'])} vs {pct(pt['accuracy'])}"
+                         + (f" on the {common['n']} records both answered" if common else "") + ").")
         nc = (results.get("events") or {}).get("new_category")
         if nc and gap >= 0:
             parts.append(f"Keep {r} alongside for change: it handles a new category the day its examples are added, "
