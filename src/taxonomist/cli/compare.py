@@ -93,7 +93,7 @@ def compare(
 
 
 def demo(
-    out: Annotated[Path, typer.Option("--out", help="Directory for the generated data and the report.")] = Path("demo-out"),
+    out: Annotated[Path, typer.Option("--out", help="Directory for the generated data and the report.")] = Path("out/demo"),
     records: Annotated[int, typer.Option("--records", min=2000, help="Denial records to generate (24 months).")] = 24000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the data generator.")] = 7,
     engines: Annotated[str, typer.Option("--engines", help="Comma-separated engines; default: all the demo's local engines.")] = "",
