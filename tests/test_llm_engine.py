@@ -284,3 +284,21 @@ def test_responses_cached_in_the_store_and_predictions_keep_their_evidence(fault
     faults.script(("content", "exchange_rate"),)
     again = second.predict_one(RECORDS[0])
     assert again.category == "card_arrival" and again.extra["from_cache"] and not faults.requests
+
+
+def test_calibrator_from_engines_calibration_applies_to_llm_confidences(fitted):
+    from taxonomist.engines.calibration import calibrate
+
+    held_out = [*RECORDS, "My new card never arrived"]
+    gold = ["card_arrival", "refund_missing", "pin_blocked", "card_arrival"]
+    raw = fitted.predict_one(held_out[0])
+    try:
+        cal = calibrate(fitted, held_out, gold)
+        assert cal.temperature > 0 and cal.n == 4
+        p = fitted.predict_one(held_out[0])
+        proba = fitted.predict_proba([held_out[0]])[0]
+        if p.category != ABSTAIN:
+            assert p.confidence == pytest.approx(proba.max(), abs=1e-6)
+            assert p.category == raw.category  # temperature scaling never changes the choice
+    finally:
+        fitted.calibrator_ = None

@@ -82,7 +82,8 @@ class LlmEngine(Engine):
       constrain: "shortlist" (answers limited to the shortlist + NONE) or "taxonomy" (any code + NONE).
       max_prompt_tokens: token budget of the prompt, counted with the model's tokenizer.
       allow_none: let the model abstain with NONE.
-      threshold: abstain when the confidence is below it.
+      threshold: abstain when the (calibrated) confidence is below it; None: the calibrator's
+        threshold if `engines.calibration.calibrate` set one, else never.
       route_above: a cascade (Arora et al. 2024): when retrieval's top label has at least this
         probability, answer it without calling the LLM (None: always ask the LLM).
       price_table, budget_usd: cost accounting (see `taxonomist.llm.accounting`) and a spending cap.
@@ -110,7 +111,7 @@ class LlmEngine(Engine):
         constrain: str = "shortlist",
         max_prompt_tokens: int = 1500,
         allow_none: bool = True,
-        threshold: float = 0.0,
+        threshold: float | None = None,
         route_above: float | None = None,
         price_table: str | None = None,
         budget_usd: float | None = None,
@@ -497,17 +498,46 @@ class LlmEngine(Engine):
             raise
         return [p for p in done if p is not None]
 
+    def _row(self, ans: LlmAnswer, index: dict[str, int]) -> np.ndarray:
+        """The answer's distribution over `classes_` (NONE's mass left out), before calibration."""
+        row = np.zeros(len(index))
+        for c, p in ans.probs.items():
+            if c in index:
+                row[index[c]] += p
+        total = row.sum()
+        if total > 0:
+            return row / total
+        # Abstained with no distribution: spread over the shortlist.
+        short = [c for c in ans.extra.get("shortlist", []) if c in index] or list(index)
+        row[[index[c] for c in short]] = 1.0 / len(short)
+        return row
+
+    def _finish(self, ans: LlmAnswer) -> LlmAnswer:
+        """Most probable allowed code, calibrated confidence (when a calibrator is attached), threshold."""
+        calibrator = getattr(self, "calibrator_", None)
+        if ans.category != ABSTAIN:
+            ans.category = _best(ans.probs, ans.category)
+            if calibrator is not None:
+                index = {str(c): i for i, c in enumerate(self.classes_)}
+                row = calibrator.apply(self._row(ans, index)[None, :])[0]
+                ans.probs = {str(self.classes_[i]): float(row[i]) for i in np.flatnonzero(row > 1e-9)}
+            if ans.probs:
+                ans.confidence = float(ans.probs.get(ans.category, ans.confidence))
+            threshold = self._abstain_threshold() or 0.0
+            if ans.confidence < threshold:
+                ans.category = ABSTAIN
+                ans.extra["below_threshold"] = threshold
+        return ans
+
     def _to_prediction(self, ans: LlmAnswer, top_k: int = 5) -> Prediction:
-        category, confidence = ans.category, ans.confidence
-        if category != ABSTAIN and confidence < (self.threshold or 0.0):
-            category = ABSTAIN
+        ans = self._finish(ans)
         alts = sorted(((c, p) for c, p in ans.probs.items() if c != ABSTAIN), key=lambda x: -x[1])
-        if len(alts) < top_k:  # pad with retrieval's next candidates at score 0 so top-k is always k long
+        if len(alts) < top_k:  # pad with the other classes at score 0 so top-k is always k long
             seen = {c for c, _ in alts}
             alts += [(str(c), 0.0) for c in self.classes_ if str(c) not in seen][: top_k - len(alts)]
         return Prediction(
-            category=category,
-            confidence=float(min(1.0, max(0.0, confidence))),
+            category=ans.category,
+            confidence=float(min(1.0, max(0.0, ans.confidence))),
             alternatives=tuple(Alternative(c, float(p)) for c, p in alts[:top_k]),
             evidence=ans.evidence,
             model_id=self.model_id,
@@ -518,36 +548,22 @@ class LlmEngine(Engine):
 
     # ----- the engine contract -------------------------------------------------------------
     def _predict_proba(self, texts: list[str]) -> np.ndarray:
+        """Raw distributions (the base class applies a calibrator, if one is attached)."""
         self._builder()
         index = {str(c): i for i, c in enumerate(self.classes_)}
-        out = np.zeros((len(texts), len(self.classes_)))
-        for row, (text, scored) in enumerate(zip(texts, self._shortlists(texts))):
-            ans = self._answer(text, scored)
-            for c, p in ans.probs.items():
-                if c in index:
-                    out[row, index[c]] += p
-            total = out[row].sum()
-            if total > 0:
-                out[row] /= total
-            else:  # abstained with no distribution: spread over the shortlist
-                short = [c for c in ans.extra.get("shortlist", []) if c in index] or list(index)
-                out[row, [index[c] for c in short]] = 1.0 / len(short)
-        return out
+        rows = [self._row(self._answer(text, scored), index) for text, scored in zip(texts, self._shortlists(texts))]
+        return np.vstack(rows)
 
     def predict(self, texts: Iterable[str]) -> np.ndarray:
-        """Codes, or NONE where the model abstained or confidence is under `threshold`."""
+        """Codes, or NONE where the model abstained or confidence is under the threshold."""
         from .base import _as_texts
 
         self._check_fitted()
         texts = _as_texts(texts)
+        if not texts:
+            return np.array([], dtype=object)
         self._builder()
-        out = []
-        for text, scored in zip(texts, self._shortlists(texts)):
-            ans = self._answer(text, scored)
-            if ans.category == ABSTAIN or ans.confidence < (self.threshold or 0.0):
-                out.append(ABSTAIN)
-            else:
-                out.append(_best(ans.probs, ans.category))
+        out = [self._finish(self._answer(text, scored)).category for text, scored in zip(texts, self._shortlists(texts))]
         return np.array(out, dtype=object)
 
     def predict_one(self, text: str, *, top_k: int = 5) -> Prediction:
@@ -555,11 +571,7 @@ class LlmEngine(Engine):
         if text is None:
             raise EngineError("text is missing (None); every record needs text")
         self._builder()
-        ans = self._answer(str(text))
-        if ans.category != ABSTAIN:
-            ans.category = _best(ans.probs, ans.category)
-            ans.confidence = float(ans.probs.get(ans.category, ans.confidence)) if ans.probs else ans.confidence
-        return self._to_prediction(ans, top_k=top_k)
+        return self._to_prediction(self._answer(str(text)), top_k=top_k)
 
     # ----- save / load ---------------------------------------------------------------------
     def _save_weights(self, directory: Path) -> dict[str, Any]:
