@@ -370,15 +370,21 @@ class Comparison:
             self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - start, 2)
 
     def _sample_k(self, k: Any, seed: int) -> np.ndarray:
-        """k examples per category from the pool (all of a category when it has fewer)."""
+        """k examples per category from the pool (all of a category when it has fewer).
+
+        The k lowest-ranked records of each category under the seed's fixed ranks:
+        samples are nested (k=5 holds k=3) and, for seed 0, inside an engine's
+        capped pool, so an embedding engine embeds each example once.
+        """
         if k == ALL:
             return self.pool
-        rng = np.random.default_rng([seed, int(k)])
         labels = self.data.labels[self.pool]
+        rank = self._priority(seed)[self.pool]
         chosen: list[int] = []
         for c in sorted(set(labels.tolist())):
-            members = self.pool[labels == c]
-            chosen.extend(rng.choice(members, size=min(int(k), len(members)), replace=False).tolist())
+            mask = labels == c
+            members = self.pool[mask]
+            chosen.extend(members[np.argsort(rank[mask], kind="stable")[: int(k)]].tolist())
         return np.array(sorted(chosen), dtype=int)
 
     # ----- 1. learning curve -----------------------------------------------------------
