@@ -7,6 +7,8 @@ import os
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# llama.cpp's OpenMP threads must not busy-wait on shared cores; read when llama_cpp loads (importorskip below).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 pytest.importorskip("llama_cpp")

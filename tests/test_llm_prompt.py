@@ -10,6 +10,8 @@ import sys
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# llama.cpp's OpenMP threads must not busy-wait on shared cores; read when llama_cpp loads (importorskip below).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 pytest.importorskip("llama_cpp")
 
