@@ -304,3 +304,17 @@ def test_calibrator_from_engines_calibration_applies_to_llm_confidences(fitted):
             assert p.category == raw.category  # temperature scaling never changes the choice
     finally:
         fitted.calibrator_ = None
+
+
+def test_without_logprobs_confidence_comes_from_self_consistency_votes(faults, taxonomy_file):
+    texts, labels = zip(*EXAMPLES)
+    engine = create_engine(
+        "llm", backend="openai", base_url=faults.base_url, model="fault-model", structured="none",
+        taxonomy=str(taxonomy_file), cache=False, votes=3, constrain="taxonomy", **FAST,
+    ).fit(list(texts), list(labels))
+    faults.script(("content", "card_arrival"), ("content", "card_lost"), ("content", "card_arrival"))
+    p = engine.predict_one(RECORDS[0])
+    assert p.extra["confidence_source"] == "votes" and len(faults.requests) == 3
+    assert p.category == "card_arrival" and p.confidence == pytest.approx(2 / 3)
+    assert [r["temperature"] for r in faults.requests] == [0.0, 0.7, 0.7]
+    assert {a.category: a.score for a in p.alternatives}["card_lost"] == pytest.approx(1 / 3)
