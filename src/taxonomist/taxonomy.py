@@ -39,7 +39,9 @@ ABSTAIN = "NONE"
 ACTIVE = "active"
 RETIRED = "retired"
 _STATUSES = (ACTIVE, RETIRED)
-_CODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,31}$")
+# Loose enough for real label sets (BANKING77 has 'reverted_card_payment?' and names of
+# 40+ characters); strict enough to stay one token on a command line and in a CSV cell.
+_CODE_RE = re.compile(r"^[A-Za-z0-9][^\s\"'`,]{0,79}$")
 
 
 def _today() -> str:
@@ -285,7 +287,8 @@ class Taxonomy:
         for c in self.categories:
             if not _CODE_RE.match(c.code):
                 out.append(
-                    f"category code '{c.code}' is invalid: use 1-32 letters, digits, '_', '.' or '-'"
+                    f"category code '{c.code}' is invalid: use 1-80 characters starting with a letter or digit, "
+                    "without spaces, quotes or commas"
                 )
             if c.code == ABSTAIN:
                 out.append(f"category code '{ABSTAIN}' is reserved for abstention; choose another code")

@@ -22,13 +22,13 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import BackendError, BudgetExceededError, EngineError, TaxonomyError
+from ..errors import BudgetExceededError, EngineError, TaxonomyError
 from ..prediction import Alternative, Evidence, Prediction
 from ..taxonomy import ABSTAIN, Taxonomy, load_taxonomy
 from .base import Engine, Manifest, create_engine, load_engine, register_engine
@@ -603,21 +603,7 @@ class LlmEngine(Engine):
 
 def _label_taxonomy(labels: Sequence[str]) -> Taxonomy:
     """A flat taxonomy from bare labels, as the prompt's catalogue when no document is given."""
-    try:
-        return Taxonomy.from_labels(labels)
-    except TaxonomyError:
-        # Dataset labels may break document rules (BANKING77 has codes over 32 characters); a
-        # label-only catalogue is never saved as a document, so build it without those checks.
-        from ..taxonomy import Category, Group
-
-        codes = sorted(set(map(str, labels)))
-        tax = Taxonomy.__new__(Taxonomy)
-        tax.name, tax.description, tax.source_code_systems = "labels", "", ()
-        tax.groups = (Group(code="ALL", name="All"),)
-        tax.categories = tuple(Category(code=c, name=c.replace("_", " "), group="ALL") for c in codes)
-        tax.changelog = ()
-        tax._by_code = {c.code: c for c in tax.categories}
-        return tax
+    return Taxonomy.from_labels(labels)
 
 
 # ----- answers ----------------------------------------------------------------------------
