@@ -766,8 +766,8 @@ class Comparison:
 
     def _measure(self, fitted: _Fitted) -> dict[str, Any]:
         s, spec = self.settings, fitted.spec
-        n_lat = s.latency_items if spec.max_test is None else min(s.latency_items, max(2, spec.max_test // 10))
-        n_tp = s.throughput_items if spec.max_test is None else min(s.throughput_items, max(3, spec.max_test // 4))
+        n_lat = s.latency_items if spec.max_test is None else min(s.latency_items, max(1, spec.max_test // 10))
+        n_tp = s.throughput_items if spec.max_test is None else min(s.throughput_items, max(2, spec.max_test // 5))
         base = self.data.texts[self.test].tolist() or self.data.texts.tolist()
         # A unique suffix defeats embedding and response caches: we time real work.
         fresh = [f"{base[i % len(base)]} (timing {spec.name} {i})" for i in range(n_lat + n_tp)]

@@ -48,6 +48,10 @@ def volume(v: float | None) -> str:
     return f"{v:,.0f}"
 
 
+def rate(x: float) -> str:
+    return f"{x:,.0f}" if x >= 10 else f"{x:.2g}"
+
+
 def secs(s: float) -> str:
     if s < 1:
         return f"{1000 * s:.0f} ms"
@@ -214,9 +218,13 @@ def answers(results: dict[str, Any]) -> dict[str, str]:
     lines = []
     if cs:
         for e, sp in cs["speed"].items():
-            lines.append(f"{e}: p50 {sp['latency_p50_ms']:.1f} ms, p95 {sp['latency_p95_ms']:.1f} ms, {sp['throughput_per_s']:,.0f} items/s, "
+            lines.append(f"{e}: p50 {sp['latency_p50_ms']:.1f} ms, p95 {sp['latency_p95_ms']:.1f} ms, {rate(sp['throughput_per_s'])} items/s, "
                          f"{money(sp['cost_per_1000'])} per 1,000 items of compute.")
+        llm_like = [e["label"] for e in results["engines"] if e["name"] == "llm"]
         for pair in cs["break_even"]:
+            # The text names the prompt-vs-train pairs; every pair is in the table.
+            if not any(x.startswith("hosted LLM") or any(x.startswith(f"{n} ") for n in llm_like) for x in (pair["a"], pair["b"])):
+                continue
             lines.append(f"Break-even between {pair['a']} and {pair['b']}: {volume(pair['volume'])} items/month "
                          f"(above it {pair['cheaper_above']} is cheaper).")
     out["cost"] = "\n".join(lines)
@@ -328,8 +336,15 @@ def _backtest_chart(results: dict[str, Any]) -> str:
 def _cost_chart(results: dict[str, Any]) -> str:
     cs = results["cost_speed"]
     vols = [10 ** (e / 4) for e in range(8, 29)]
-    series = [Series(m["approach"], vols, [m["fixed_per_month"] + m["per_item"] * v for v in vols], markers=False) for m in cs["cost_models"]]
-    markers = [Marker(p["volume"], volume(p["volume"])) for p in cs["break_even"] if 1e2 <= p["volume"] <= 1e7 and "hosted LLM" in p["a"] + p["b"]]
+    short = {m["approach"]: m["approach"].replace(" (self-hosted)", "").split(" (")[0] if m["approach"].startswith("hosted") else m["approach"].replace(" (self-hosted)", "")
+             for m in cs["cost_models"]}
+    series = [Series(short[m["approach"]], vols, [m["fixed_per_month"] + m["per_item"] * v for v in vols], markers=False) for m in cs["cost_models"]]
+    # One marker: the most accurate trained engine against the hosted LLM (the others are in the table).
+    trained, _ = _families(results)
+    best = _best(results["learning_curve"]["curves"], trained)
+    markers = [Marker(p["volume"], f"{volume(p['volume'])}/month") for p in cs["break_even"]
+               if best and 1e2 <= p["volume"] <= 1e7 and any(x.startswith("hosted LLM") for x in (p["a"], p["b"]))
+               and any(x.startswith(f"{best[0]} ") for x in (p["a"], p["b"]))]
     return line_chart(series, title="Monthly cost by volume (break-even with the hosted LLM marked)", x_label="items per month (log)",
                       y_label="US$ per month (log)", x_log=True, y_log=True, markers=markers)
 
@@ -408,7 +423,7 @@ def _sections(results: dict[str, Any]) -> list[tuple[str, list[str], list[tuple[
         out.append(("3. Adaptation to taxonomy changes", charts, tables))
     cs = results.get("cost_speed")
     if cs:
-        rows = [[e, f"{s['latency_p50_ms']:.1f}", f"{s['latency_p95_ms']:.1f}", f"{s['throughput_per_s']:,.0f}", money(s["cost_per_1000"]), secs(s["train_seconds_full"])]
+        rows = [[e, f"{s['latency_p50_ms']:.1f}", f"{s['latency_p95_ms']:.1f}", rate(s["throughput_per_s"]), money(s["cost_per_1000"]), secs(s["train_seconds_full"])]
                 for e, s in cs["speed"].items()]
         t1 = _table(["engine", "p50 ms", "p95 ms", "items/s", "compute per 1,000", "training (full data)"], rows)
         rows = [[m["approach"], money(m["per_1000_items"]), money(m["fixed_per_month"]), f"{m['retrains_per_month']:.2f}", "; ".join(m["notes"])] for m in cs["cost_models"]]

@@ -85,11 +85,11 @@ def line_chart(
     x_ticks: Sequence[tuple[float, str]] | None = None,
     markers: Sequence[Marker] = (),
     diagonal: bool = False,
-    width: int = 720,
+    width: int = 760,
     height: int = 340,
 ) -> str:
     """An SVG line chart; `None` in ys breaks a line. Returns the <svg> element as text."""
-    left, right, top, bottom = 62, 215, 30, 46
+    left, right, top, bottom = 62, 250, 30, 46
     pw, ph = width - left - right, height - top - bottom
     xs = [x for s in series for x, y in zip(s.xs, s.ys) if y is not None] + [m.x for m in markers]
     ys = [y for s in series for y in s.ys if y is not None]
@@ -154,7 +154,7 @@ def line_chart(
                     parts.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="2.8" fill="{color}"/>')
         ly = top + 12 + i * 16
         parts.append(f'<line x1="{left + pw + 10}" x2="{left + pw + 30}" y1="{ly - 4}" y2="{ly - 4}" stroke="{color}" stroke-width="2"{dash}/>')
-        parts.append(f'<text x="{left + pw + 34}" y="{ly}">{escape(s.label[:34])}</text>')
+        parts.append(f'<text x="{left + pw + 34}" y="{ly}">{escape(s.label[:40])}</text>')
     for m in markers:
         x = X(m.x)
         parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + ph}" stroke="#000" stroke-dasharray="2,3"/>')
