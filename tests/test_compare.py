@@ -169,3 +169,10 @@ def test_empty_label_names_the_row(tmp_path):
     (tmp_path / "x.csv").write_text("id,text,label\n1,hello,A\n2,world,\n")
     with pytest.raises(ExperimentError, match="row 3"):
         load_dataset(tmp_path / "x.csv")
+
+
+def test_category_column_is_read_as_the_label(tmp_path):
+    # BANKING77's own CSV names the column `category`.
+    (tmp_path / "x.csv").write_text("text,category\nhello,a\nworld,b\n")
+    data = load_dataset(tmp_path / "x.csv")
+    assert data.labels.tolist() == ["a", "b"] and not data.dated

@@ -81,10 +81,10 @@ def load_dataset(
     path: str | Path,
     *,
     text_fields: Sequence[str] | None = None,
-    label_column: str = "label",
+    label_column: str | None = None,
     name: str | None = None,
 ) -> Dataset:
-    """Read a labelled CSV, JSONL or Parquet file with at least `text` and `label` columns.
+    """Read a labelled CSV, JSONL or Parquet file with at least `text` and `label` (or `category`) columns.
 
     Months come from a `month` column (1-based) or, failing that, a `date`
     column (months since the earliest date); a file with neither is undated and
@@ -99,6 +99,8 @@ def load_dataset(
     if not rows:
         raise ExperimentError(f"data file '{p}' has no rows; a comparison needs labelled records")
     columns = set(rows[0])
+    if label_column is None:  # the usual names, as `taxonomist import` reads them
+        label_column = next((c for c in ("label", "category") if c in columns), "label")
     for need in ("text", label_column):
         if need not in columns:
             raise ExperimentError(
