@@ -183,6 +183,7 @@ class SentenceTransformerEmbedder(Embedder):
         st = require("sentence_transformers", "embed", "sentence embeddings")
         self._torch = require("torch", "embed", "sentence embeddings")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        require("transformers", "embed").utils.logging.disable_progress_bar()
         self.batch_size = batch_size
         self._model = st.SentenceTransformer(str(model_path or minilm_path()), device="cpu")
 
@@ -313,6 +314,7 @@ def export_onnx(model_dir: Path, target: Path) -> Path:
     transformers = require("transformers", "embed", "exporting MiniLM to ONNX")
     require("onnx", "embed", "exporting MiniLM to ONNX")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    transformers.utils.logging.disable_progress_bar()  # keep stderr for our own progress bars
     base = transformers.AutoModel.from_pretrained(str(model_dir)).eval()
 
     class _Encoder(torch.nn.Module):
