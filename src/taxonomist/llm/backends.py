@@ -28,6 +28,7 @@ import os
 import random
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -547,12 +548,15 @@ class LlamaCppBackend(Backend):
                             self._stop_ids.add(ids[0])
                     self._end_id = next(iter(sorted(self._stop_ids - {llm.token_eos()})), llm.token_eos())
                     self._llm = llm
+                    # Free the model before interpreter shutdown: llama.cpp's own __del__ fails
+                    # noisily once its module globals are gone.
+                    self._finalizer = weakref.finalize(self, llm.close)
         return self._llm
 
     def close(self) -> None:
         with self._lock:
             if self._llm is not None:
-                self._llm.close()
+                self._finalizer()
                 self._llm = None
 
     def render(self, messages: Sequence[dict[str, str]]) -> str:
