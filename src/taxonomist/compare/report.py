@@ -190,7 +190,7 @@ def answers(results: dict[str, Any]) -> dict[str, str]:
             last = pts_[-1]
             if body["family"] == "retrieval":
                 lines.append(f"  {e} uses it as soon as examples are added: recall {pct(last['recall_new'])} with {last['k']} examples "
-                             f"(update took {secs(last['update_seconds'])}, no training; {pct(k0['recall_new'])} with its definition alone).")
+                             f"(update took {secs(last['update_seconds'])}, no training; {pct(k0['recall_new'])} before the category existed).")
             else:
                 lines.append(f"  {e} cannot predict it until retrained ({pct(k0['recall_new'])} before); after retraining with {last['k']} examples "
                              f"recall is {pct(last['recall_new'])} (training {secs(last['update_seconds'])}).")
