@@ -21,7 +21,7 @@ def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     messages: list[str] = []
     # The demo's own caps, smaller: one tfidf on at most 1,500 records, retrained only on drift.
-    tfidf = EngineSpec("tfidf", max_train=1500, policies=("never", "drift"))
+    tfidf = EngineSpec("tfidf", max_train=800, policies=("never", "drift"))
     results, report = run_demo(out, records=6000, engines=[tfidf], settings=SMALL, say=messages.append)
     return out, results, report, messages
 
