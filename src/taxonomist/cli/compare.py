@@ -43,7 +43,7 @@ def compare(
     data: Annotated[Path, typer.Option("--data", help="Labelled records: CSV, JSONL or Parquet with text,label (and date or month for the time experiments).")],
     out: Annotated[Path, typer.Option("--out", help="Directory for report.html, report.md, results.json and the store of predictions.")],
     taxonomy: Annotated[Optional[Path], typer.Option("--taxonomy", help="Taxonomy YAML; default: a flat taxonomy from the labels.")] = None,
-    engines: Annotated[str, typer.Option("--engines", help="Comma-separated engines to compare (see `taxonomist engines list`).")] = "tfidf,knn,head,llm",
+    engines: Annotated[str, typer.Option("--engines", help="Comma-separated engines to compare: tfidf, knn, head, finetune, ensemble, llm.")] = "tfidf,knn,head,llm",
     budget: Annotated[str, typer.Option("--budget", help="quick | standard | full: how much data slow engines (MiniLM, fine-tuning, LLM) see; every cap is stated in the report.")] = "standard",
     seeds: Annotated[Optional[int], typer.Option("--seeds", min=1, help="Seeds for the learning curve (default by budget).")] = None,
     llm_sample: Annotated[int, typer.Option("--llm-sample", min=1, help="Records the LLM engine answers per evaluation (a fixed prefix of each test set).")] = 40,
