@@ -176,3 +176,15 @@ def test_category_column_is_read_as_the_label(tmp_path):
     (tmp_path / "x.csv").write_text("text,category\nhello,a\nworld,b\n")
     data = load_dataset(tmp_path / "x.csv")
     assert data.labels.tolist() == ["a", "b"] and not data.dated
+
+
+def test_engine_on_a_small_sample_is_timed_from_its_learning_curve_run(tmp_path):
+    # A slow engine (the local LLM) answers a 10-record sample; its throughput comes from that run, no extra calls.
+    data = load_dataset(DATA / "banking77_small_train.csv")
+    results = run_compare(data, None, [EngineSpec("tfidf", label="slow", max_test=10)], out_dir=tmp_path / "out",
+                          settings=Settings(seeds=1, ks=("all",), latency_items=5, throughput_items=50), write_report=False)
+    speed = results["cost_speed"]["speed"]["slow"]
+    run = next(r for r in results["runs"] if r["experiment"] == "learning_curve")
+    assert run["n"] == 10 and speed["throughput_items"] == 10
+    assert speed["throughput_per_s"] == pytest.approx(10 / run["predict_seconds"], rel=2e-2)  # run dicts round seconds
+    assert speed["latency_items"] == 1
