@@ -74,7 +74,7 @@ def test_operations_edit_the_file_and_keep_a_changelog(mini, tmp_path):
     assert run("taxonomy", "retire", str(out), "G7", "--successor", "G1a", "--author", "ana").returncode == 0
     assert load_taxonomy(out).resolve("G7") == "G1a"
     diff = run("taxonomy", "diff", str(mini), str(out))
-    assert diff.returncode == 0 and "+ G1a Telehealth" in diff.stdout
+    assert diff.returncode == 0 and "+ G1a Telehealth [active]" in diff.stdout
     show = run("taxonomy", "show", str(out), "--code", "A9")
     assert show.returncode == 0 and "Eligibility lapse" in show.stdout
 

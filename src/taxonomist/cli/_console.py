@@ -7,8 +7,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 __all__ = ["console", "err_console", "progress"]
 
-console = Console()
-err_console = Console(stderr=True)
+# soft_wrap: piped output keeps one line per message instead of wrapping at 80 columns.
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def progress(*, transient: bool = False) -> Progress:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ..errors import TaxonomyError
@@ -150,7 +151,7 @@ def diff(old: FileArg, new: Annotated[Path, typer.Argument(help="The newer taxon
     console.print(f"{a.version_id} -> {b.version_id}: {len(lines)} difference(s)")
     for line in lines:
         style = {"+": "green", "-": "red"}.get(line[0], "yellow")
-        console.print(f"[{style}]{line}[/{style}]", highlight=False)
+        console.print(f"[{style}]{escape(line)}[/{style}]", highlight=False)
 
 
 @app.command()
