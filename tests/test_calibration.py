@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +13,11 @@ from taxonomist.errors import EngineError
 from taxonomist.metrics import ece, oos_metrics
 from taxonomist.taxonomy import ABSTAIN
 
+from ._data import read_csv
+
 DATA = Path(__file__).parent / "data"
 
 
-def read_csv(name):
-    with open(DATA / name, encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f))
-    return [r["text"] for r in rows], [r["label"] for r in rows]
 
 
 TRAIN, VAL, TEST = (read_csv(f"clinc150_small_{s}.csv") for s in ("train", "val", "test"))

@@ -7,7 +7,6 @@ without a row run with their defaults.
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -22,6 +21,8 @@ from taxonomist.engines.base import _ensure_registered
 from taxonomist.errors import EngineError, MissingExtraError, NotFittedError
 from taxonomist.prediction import Alternative, Prediction
 from taxonomist.taxonomy import ABSTAIN
+
+from ._data import read_csv
 
 DATA = Path(__file__).parent / "data"
 
@@ -46,10 +47,6 @@ FAST_PARAMS: dict[str, dict] = {
 MIN_ACCURACY: dict[str, float] = {"tfidf": 0.6, "knn": 0.7, "head": 0.7, "finetune": 0.7, "ensemble": 0.6}
 
 
-def read_csv(name: str) -> tuple[list[str], list[str]]:
-    with open(DATA / name, encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f))
-    return [r["text"] for r in rows], [r["label"] for r in rows]
 
 
 TRAIN = read_csv("banking77_small_train.csv")

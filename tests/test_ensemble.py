@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -12,13 +11,11 @@ import pytest
 from taxonomist.engines import create_engine, load_engine
 from taxonomist.errors import EngineError
 
+from ._data import read_csv
+
 DATA = Path(__file__).parent / "data"
 
 
-def read_csv(name: str) -> tuple[list[str], list[str]]:
-    with open(DATA / name, encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f))
-    return [r["text"] for r in rows], [r["label"] for r in rows]
 
 
 TRAIN = read_csv("banking77_small_train.csv")  # 20 intents x 15

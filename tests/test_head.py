@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -10,15 +9,13 @@ import pytest
 
 from taxonomist.engines import create_engine, load_engine
 
+from ._data import read_csv
+
 pytestmark = pytest.mark.slow
 
 DATA = Path(__file__).parent / "data"
 
 
-def read_csv(name):
-    with open(DATA / name, encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f))
-    return [r["text"] for r in rows], [r["label"] for r in rows]
 
 
 TRAIN, TEST = read_csv("banking77_small_train.csv"), read_csv("banking77_small_test.csv")

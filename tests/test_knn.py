@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -15,15 +14,13 @@ from taxonomist.errors import EngineError
 from taxonomist.prediction import Evidence
 from taxonomist.taxonomy import Taxonomy
 
+from ._data import read_csv
+
 pytestmark = pytest.mark.slow
 
 DATA = Path(__file__).parent / "data"
 
 
-def read_csv(name):
-    with open(DATA / name, encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f))
-    return [r["text"] for r in rows], [r["label"] for r in rows]
 
 
 TRAIN = read_csv("banking77_small_train.csv")

@@ -164,7 +164,7 @@ class Comparison:
             try:
                 taxonomy = Taxonomy.from_labels(data.labels.tolist(), name=data.name)
             except TaxonomyError as exc:
-                # Labels that are not valid category codes (e.g. over 32 characters) still compare fine.
+                # Labels that are not valid category codes (spaces, quotes, commas) still compare fine.
                 self.notes.append(f"No taxonomy document: labels are used as they are ({exc}).")
         self.taxonomy: Taxonomy | None = taxonomy
         self.specs = list(engines)
@@ -715,7 +715,6 @@ class Comparison:
 
     # ----- 4. cost and speed -----------------------------------------------------------
     def cost_speed(self, prices: PriceTable, backtest: dict[str, Any] | None, *, llm_tokens: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        s = self.settings
         advance = self.progress("latency and throughput", len(self.specs))
         speed: dict[str, Any] = {}
         with self._timed("cost_speed"):

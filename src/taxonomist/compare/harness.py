@@ -158,13 +158,17 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def _calibration(cmp: Comparison) -> dict[str, Any]:
-    out = {}
+def _full_data_runs(cmp: Comparison):
+    """Each engine's learning-curve run with all examples (seed 0): what calibration and confusions describe."""
     for spec in cmp.specs:
         runs = cmp.log.select(experiment="learning_curve", engine=spec.display, k=ALL, seed=0)
-        if not runs:
-            continue
-        r = runs[0]
+        if runs:
+            yield spec, runs[0]
+
+
+def _calibration(cmp: Comparison) -> dict[str, Any]:
+    out = {}
+    for spec, r in _full_data_runs(cmp):
         out[spec.display] = {
             "run_id": r.run_id, "n": r.n, "ece": _scores.ece(r.y_true, r.y_pred, r.confidence),
             "bins": _scores.reliability(r.y_true, r.y_pred, r.confidence),
@@ -174,11 +178,7 @@ def _calibration(cmp: Comparison) -> dict[str, Any]:
 
 def _confusions(cmp: Comparison, top: int = 10) -> dict[str, Any]:
     out = {}
-    for spec in cmp.specs:
-        runs = cmp.log.select(experiment="learning_curve", engine=spec.display, k=ALL, seed=0)
-        if not runs:
-            continue
-        r = runs[0]
+    for spec, r in _full_data_runs(cmp):
         counts: dict[tuple[str, str], int] = {}
         for t, p in zip(r.y_true.tolist(), r.y_pred.tolist()):
             if t != p:
