@@ -14,7 +14,8 @@ predict_per_second (MiniLM engines embed the timed texts afresh: the
 embedding cache is not read during timing) and peak_rss_mb (peak of this
 process so far, so it only grows down the table). On CLINC150 the engines are
 trained on in-scope intents only; a threshold is chosen on the validation split
-(in-scope + oos) as the highest that keeps validation in-scope accuracy >= 95%,
+(in-scope + oos) as the highest that keeps validation in-scope accuracy >= 95%
+with 95% one-sided confidence (`--confidence-level`; 0 = point estimate),
 and the test split reports in-scope accuracy with and without it and the
 out-of-scope recall at it.
 """
@@ -28,6 +29,7 @@ import os
 import random
 import resource
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,7 +40,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from taxonomist import metrics  # noqa: E402
 from taxonomist.engines import create_engine  # noqa: E402
-from taxonomist.engines.calibration import calibrate  # noqa: E402
+from taxonomist.engines.calibration import calibrate, choose_threshold  # noqa: E402
+from taxonomist.taxonomy import Taxonomy  # noqa: E402
 
 OOS = "oos"
 
@@ -78,11 +81,30 @@ def k_shot(texts, labels, k: int, seed: int):
     return [texts[i] for i in pick], [labels[i] for i in pick]
 
 
+def with_taxonomy(engines: str, params: dict, path: str) -> dict:
+    """`params` with `taxonomy=path` for every engine (or ensemble member) whose class takes one."""
+    from taxonomist.engines.ensemble import member_specs
+
+    def takes(name: str) -> bool:
+        return "taxonomy" in create_engine(name).get_params()
+
+    out = {k: dict(v) for k, v in params.items()}
+    for name in [e.strip() for e in engines.split(",") if e.strip()]:
+        p = out.setdefault(name, {})
+        if name == "ensemble":
+            members = p.get("members", create_engine("ensemble").members)
+            p["members"] = [[m, {**mp, "taxonomy": path}] if takes(m) else [m, mp] for m, mp in member_specs(members)]
+        elif takes(name):
+            p["taxonomy"] = path
+    return out
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_one(name: str, params: dict, ds: dict, train, shots: str, seed: int, throughput_sample: int) -> dict:
+def run_one(name: str, params: dict, ds: dict, train, shots: str, seed: int, throughput_sample: int,
+            confidence_level: float | None = None) -> dict:
     engine = create_engine(name, **params)
     engine.fit(*train)
     test_texts, test_labels = ds["test"]
@@ -101,8 +123,8 @@ def run_one(name: str, params: dict, ds: dict, train, shots: str, seed: int, thr
         "train_seconds": round(engine.train_seconds_, 2), "predict_per_second": round(per_second, 1),
     }
     if ds["val"] is not None:  # CLINC150: calibrate + threshold on validation
-        cal = calibrate(engine, *ds["val"], threshold="auto", min_accuracy=0.95)
-        row.update(temperature=round(cal.temperature, 4), threshold=cal.threshold)
+        cal = calibrate(engine, *ds["val"], threshold="auto", min_accuracy=0.95, confidence_level=confidence_level)
+        row.update(temperature=round(cal.temperature, 4), threshold=cal.threshold, confidence_level=confidence_level)
     proba = engine.predict_proba(test_texts)
     truth = np.asarray(test_labels, dtype=object)
     top = engine.classes_[proba.argmax(axis=1)]
@@ -114,6 +136,13 @@ def run_one(name: str, params: dict, ds: dict, train, shots: str, seed: int, thr
         scores = metrics.oos_metrics(truth, engine.predict(test_texts), oos_label=OOS)
         row["in_scope_accuracy_at_threshold"] = round(scores["in_scope_accuracy"], 4)
         row["oos_recall"] = round(scores["oos_recall"], 4)
+        # The same trade-off read off the test split itself (not a deployable choice: it looks at
+        # the test labels): the oos recall at the highest threshold keeping test in-scope accuracy >= 95%.
+        conf = proba.max(axis=1)
+        best = choose_threshold(conf[ins], (top == truth)[ins], min_accuracy=0.95)
+        if best is not None:
+            row["test_curve_threshold"] = round(best, 4)
+            row["test_curve_oos_recall"] = round(float((conf[~ins] < best).mean()), 4)
     row["peak_rss_mb"] = round(peak_rss_mb(), 1)
     return row
 
@@ -129,25 +158,36 @@ def main(argv=None) -> None:
     ap.add_argument("--shots", default="full", help="full, or k examples per class (3 seeds)")
     ap.add_argument("--seeds", default="0,1,2", help="seeds for k-shot sampling")
     ap.add_argument("--throughput-sample", type=int, default=1000, help="test texts timed for predict_per_second (0: all)")
+    ap.add_argument("--confidence-level", type=float, default=0.95,
+                    help="CLINC150 threshold: validation accuracy must clear 95%% with this one-sided confidence "
+                         "(Wilson bound); 0 = point estimate")
+    ap.add_argument("--definitions", action="store_true",
+                    help="give engines that take a taxonomy (knn, head, and those inside an ensemble) one built from "
+                         "the label names, as the user's taxonomy document would: each name is a category definition")
     ap.add_argument("--json", help="write the rows here")
     args = ap.parse_args(argv)
     if bool(args.train) != bool(args.test):
         ap.error("--train and --test go together")
     ds = load(args)
     params = json.loads(args.params)
+    if args.definitions:
+        path = Path(tempfile.mkdtemp(prefix="taxonomy-")) / f"{ds['name']}.yaml"
+        Taxonomy.from_labels(sorted({y for y in ds["train"][1] if y != OOS}), name=ds["name"]).save(path)
+        params = with_taxonomy(args.engines, params, str(path))
     seeds = [0] if args.shots == "full" else [int(s) for s in args.seeds.split(",")]
     rows = []
     for seed in seeds:
         train = ds["train"] if args.shots == "full" else k_shot(*ds["train"], int(args.shots), seed)
         for name in [e.strip() for e in args.engines.split(",") if e.strip()]:
-            row = run_one(name, params.get(name, {}), ds, train, args.shots, seed, args.throughput_sample)
+            row = run_one(name, params.get(name, {}), ds, train, args.shots, seed, args.throughput_sample,
+                          args.confidence_level or None)
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
             if args.json:  # write as we go: a long run keeps what it measured
                 Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
     cols = ["dataset", "shots", "seed", "engine", "accuracy", "macro_f1", "ece", "train_seconds", "predict_per_second", "peak_rss_mb"]
     if ds["val"] is not None:
-        cols += ["threshold", "in_scope_accuracy_at_threshold", "oos_recall"]
+        cols += ["threshold", "in_scope_accuracy_at_threshold", "oos_recall", "test_curve_oos_recall"]
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for r in rows:

@@ -45,6 +45,22 @@ def test_choose_threshold_is_the_highest_that_keeps_accuracy():
     assert choose_threshold(conf, correct, min_accuracy=0.9) is None
 
 
+def test_threshold_with_a_confidence_level_leaves_a_margin_that_shrinks_with_more_data():
+    rng = np.random.default_rng(0)
+    for n, margin_range in ((1_000, (0.015, 0.04)), (100_000, (0.0015, 0.004))):  # 1.645 standard errors
+        conf = rng.random(n)
+        correct = rng.random(n) < 0.5 + 0.5 * conf  # more confident, more often right (~75% overall)
+        kept_accuracy = lambda t: correct[conf >= t].sum() / n  # noqa: E731
+        point = choose_threshold(conf, correct, min_accuracy=0.6)
+        bounded = choose_threshold(conf, correct, min_accuracy=0.6, confidence_level=0.95)
+        assert bounded < point  # keeps more rows: a margin for the estimate's own error
+        assert kept_accuracy(point) == pytest.approx(0.6, abs=1 / n)
+        assert margin_range[0] < kept_accuracy(bounded) - 0.6 < margin_range[1]
+    assert choose_threshold(conf, correct, min_accuracy=0.76, confidence_level=0.95) is None  # overall ~75%
+    with pytest.raises(EngineError, match="confidence_level"):
+        choose_threshold(conf, correct, min_accuracy=0.6, confidence_level=1.5)
+
+
 def test_calibrator_round_trips_as_a_dict():
     cal = Calibrator(temperature=1.7, threshold=0.4, ece_before=0.2, ece_after=0.05, n=10)
     assert Calibrator.from_dict(cal.to_dict()) == cal

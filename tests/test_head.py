@@ -15,9 +15,6 @@ pytestmark = pytest.mark.slow
 
 DATA = Path(__file__).parent / "data"
 
-
-
-
 TRAIN, TEST = read_csv("banking77_small_train.csv"), read_csv("banking77_small_test.csv")
 
 
@@ -40,3 +37,29 @@ def test_binary_and_save_load(tmp_path):
     engine.save(tmp_path / "m")
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["head_weights.npz", "manifest.json"]
     np.testing.assert_allclose(load_engine(tmp_path / "m").predict_proba(texts), engine.predict_proba(texts), atol=1e-9)
+
+
+def test_taxonomy_definitions_are_training_rows_and_a_defined_category_needs_no_example(tmp_path):
+    from taxonomist.taxonomy import Taxonomy
+
+    keep = ("exchange_rate", "get_physical_card", "card_arrival")
+    texts = [t for t, y in zip(*TRAIN) if y in keep[:2]]
+    labels = [y for y in TRAIN[1] if y in keep[:2]]
+    tax = Taxonomy.from_labels(keep).add("lost_or_stolen_card", "lost or stolen card", group="ALL", author="test",
+            definition="The customer's card was lost or stolen and must be blocked.").taxonomy
+    tax.save(tmp_path / "tax.yaml")
+    engine = create_engine("head", taxonomy=str(tmp_path / "tax.yaml")).fit(texts, labels)
+    # card_arrival and lost_or_stolen_card have only their definition, no example.
+    assert list(engine.classes_) == sorted([*keep, "lost_or_stolen_card"])
+    assert engine.taxonomy_version_ == tax.version_id
+    queries = ["my card was stolen yesterday, please block it", "what is the exchange rate for euros"]
+    assert list(engine.predict(queries)) == ["lost_or_stolen_card", "exchange_rate"]
+    without = create_engine("head", taxonomy=str(tmp_path / "tax.yaml"), use_definitions=False).fit(texts, labels)
+    assert list(without.classes_) == list(keep[:2])  # nothing else to learn those categories from
+
+    engine.save(tmp_path / "m")
+    assert (tmp_path / "m" / "taxonomy.yaml").is_file()
+    (tmp_path / "tax.yaml").unlink()  # the saved copy is enough to load and refit
+    again = load_engine(tmp_path / "m")
+    np.testing.assert_allclose(again.predict_proba(queries), engine.predict_proba(queries), atol=1e-9)
+    assert list(again.fit(texts, labels).classes_) == list(engine.classes_)

@@ -97,6 +97,14 @@ def train(
             help="With --calibrate: choose the highest abstention threshold that keeps held-out accuracy at least this (e.g. 0.95).",
         ),
     ] = None,
+    abstain_confidence: Annotated[
+        float,
+        typer.Option(
+            "--abstain-confidence",
+            help="With --abstain-accuracy: the held-out accuracy must clear it with this one-sided confidence "
+            "(Wilson bound), so that the promise holds on new data too; 0.5 = point estimate.",
+        ),
+    ] = 0.95,
     param: Annotated[list[str], typer.Option("--param", help="Engine parameter NAME=VALUE (JSON values), repeatable.")] = [],
     seed: Annotated[int, typer.Option("--seed", help="Seed of the calibration hold-out split.")] = 0,
 ) -> None:
@@ -121,7 +129,9 @@ def train(
     summary = {"engine": engine, "records": len(fit_records), "classes": len(model.classes_), "train_seconds": round(model.train_seconds_, 2)}
     if held:
         threshold = "auto" if abstain_accuracy is not None else None
-        cal = fit_calibration(model, [r.text for r in held], [r.label for r in held], threshold=threshold, min_accuracy=abstain_accuracy or 0.95)
+        cal = fit_calibration(model, [r.text for r in held], [r.label for r in held], threshold=threshold,
+                              min_accuracy=abstain_accuracy or 0.95,
+                              confidence_level=None if abstain_confidence == 0.5 else abstain_confidence)
         summary.update(
             held_out=len(held), temperature=round(cal.temperature, 4), ece_before=round(cal.ece_before, 4),
             ece_after=round(cal.ece_after, 4), threshold=cal.threshold,

@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import EngineError
 from ..metrics import ece as expected_calibration_error
 
-__all__ = ["Calibrator", "calibrate", "fit_temperature", "choose_threshold"]
+__all__ = ["Calibrator", "calibrate", "fit_temperature", "choose_threshold", "wilson_lower"]
 
 
 @dataclass
@@ -35,6 +35,7 @@ class Calibrator:
     ece_after: float | None = None
     n: int = 0
     min_accuracy: float | None = None
+    confidence_level: float | None = None
 
     def apply(self, proba: np.ndarray) -> np.ndarray:
         if self.temperature == 1.0 or len(proba) == 0:
@@ -69,20 +70,45 @@ def fit_temperature(proba: np.ndarray, y: np.ndarray) -> float:
     return float(np.exp(result.x))
 
 
-def choose_threshold(confidence: np.ndarray, correct: np.ndarray, *, min_accuracy: float) -> float | None:
+def wilson_lower(successes: np.ndarray | float, n: int, z: float) -> np.ndarray:
+    """Lower end of the Wilson score interval for a proportion `successes / n` (z = 1.645: one-sided 95%)."""
+    p = np.asarray(successes, dtype=float) / n
+    centre = p + z * z / (2 * n)
+    spread = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (centre - spread) / (1 + z * z / n)
+
+
+def choose_threshold(
+    confidence: np.ndarray, correct: np.ndarray, *, min_accuracy: float, confidence_level: float | None = None
+) -> float | None:
     """The highest confidence threshold that keeps accuracy (abstentions count as wrong) >= `min_accuracy`.
 
     `confidence`/`correct` are for the in-scope held-out rows. None when even
-    no threshold reaches `min_accuracy`.
+    no threshold reaches `min_accuracy`. With `confidence_level` (e.g. 0.95)
+    the held-out accuracy must clear `min_accuracy` with that one-sided
+    confidence (Wilson lower bound), not just as a point estimate: accuracy
+    measured on a few thousand held-out rows is itself off by up to a point,
+    so a threshold chosen at exactly the target lands below it on new data
+    about half of the time.
     """
     conf = np.asarray(confidence, dtype=float)
     ok = np.asarray(correct, dtype=bool)
     n = len(conf)
-    if n == 0 or ok.mean() < min_accuracy:
+    if confidence_level is not None and not 0.5 <= confidence_level < 1:
+        raise EngineError(f"confidence_level={confidence_level!r} is invalid; expected a probability in [0.5, 1), e.g. 0.95")
+    if n == 0:
         return None
     order = np.argsort(-conf, kind="stable")
     # Accuracy when the threshold is the i-th highest confidence: correct among the top i+1, over n.
-    acc_at = np.cumsum(ok[order]) / n
+    hits = np.cumsum(ok[order])
+    if confidence_level is None:
+        acc_at = hits / n
+    else:
+        from scipy.stats import norm
+
+        acc_at = wilson_lower(hits, n, float(norm.ppf(confidence_level)))
+    if acc_at[-1] < min_accuracy:
+        return None
     feasible = np.flatnonzero(acc_at >= min_accuracy)
     i = int(feasible[0])  # the fewest kept rows (highest threshold) that still reach the target
     return float(conf[order][i])
@@ -95,12 +121,15 @@ def calibrate(
     *,
     threshold: float | str | None = None,
     min_accuracy: float = 0.95,
+    confidence_level: float | None = None,
 ) -> Calibrator:
     """Fit a temperature on held-out `texts`/`labels` and attach it to `engine` (returns the Calibrator).
 
     `threshold`: None (never abstain), a number, or "auto": the highest
     threshold keeping held-out accuracy on in-scope rows >= `min_accuracy`
-    (rows with labels outside `engine.classes_` are out-of-scope).
+    (rows with labels outside `engine.classes_` are out-of-scope); with
+    `confidence_level` the held-out accuracy must clear `min_accuracy` at that
+    one-sided confidence (see `choose_threshold`).
     """
     engine._check_fitted()
     texts = list(texts)
@@ -125,7 +154,10 @@ def calibrate(
     cal.ece_after = expected_calibration_error(proba.max(axis=1), proba.argmax(axis=1) == y)
     if threshold == "auto":
         cal.min_accuracy = min_accuracy
-        cal.threshold = choose_threshold(proba.max(axis=1), proba.argmax(axis=1) == y, min_accuracy=min_accuracy)
+        cal.confidence_level = confidence_level
+        cal.threshold = choose_threshold(
+            proba.max(axis=1), proba.argmax(axis=1) == y, min_accuracy=min_accuracy, confidence_level=confidence_level
+        )
     elif threshold is not None:
         cal.threshold = float(threshold)
     engine.calibrator_ = cal
