@@ -164,6 +164,8 @@ def run_one(name: str, params: dict, ds: dict, train, shots: str, seed: int, thr
         if best is not None:
             row["test_curve_threshold"] = round(best, 4)
             row["test_curve_oos_recall"] = round(float((conf[~ins] < best).mean()), 4)
+    if getattr(engine, "history_", None):  # finetune: validation score per epoch
+        row["history"] = engine.history_
     if name == "ensemble":
         row["weights"] = [round(float(w), 3) for w in engine.weights_]
         row["member_holdout_accuracy"] = [round(a, 4) for a in engine.member_holdout_accuracy_]

@@ -6,8 +6,8 @@ shape). Two back-ends compute the same all-MiniLM-L6-v2 vectors (to ~1e-7):
 
 * `OnnxEmbedder` ("minilm", the default): the encoder exported once to ONNX
   fp32 (cached on disk), run by onnxruntime over length-bucketed batches. It
-  measured about twice as fast as sentence-transformers on this 2-core CPU
-  (`benchmarks/embed_speed.py`).
+  measured 2.5 times as fast as sentence-transformers on this 2-core CPU (about
+  1,000 vs 390 texts/s on BANKING77, idle; `benchmarks/embed_speed.py`).
 * `SentenceTransformerEmbedder` ("minilm-st"): the reference path.
 * `Int8OnnxEmbedder` ("minilm-int8"): the int8 ONNX copy from PyPI; slower than
   fp32 on a CPU without VNNI, as here.

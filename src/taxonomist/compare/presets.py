@@ -1,8 +1,8 @@
 """Budgets: how much of the data each engine sees, so a comparison fits the time the user has.
 
 Fast engines (`tfidf`) always run on everything. Engines that embed with MiniLM
-(~150 texts/s on 2 cores), fine-tune it, or prompt an LLM (~1 s a record
-locally) train on a capped stratified subsample and are scored on a prefix of
+(~1,000 texts/s on 2 idle cores, far fewer when shared), fine-tune it, or prompt
+an LLM (~1 s a record locally) train on a capped stratified subsample and are scored on a prefix of
 each shared test set; the report states every cap.
 """
 
