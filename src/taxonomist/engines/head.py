@@ -28,7 +28,7 @@ class HeadEngine(EmbeddingEngine):
     active category's definition (`Category.describe()`, with
     `use_definitions`) and its taxonomy examples are extra training rows, as
     in `knn`: with few examples per category the definitions help (BANKING77,
-    10 per intent: +0.5 points from the intent names alone), and a category
+    10 per intent: +0.4 points from the intent names alone), and a category
     with a definition but no example yet can still be predicted (a definition
     weighs `max(1, median examples per category / (its examples + 1))`, so a
     lone definition is not drowned by the other categories' examples).
