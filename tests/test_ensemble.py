@@ -16,8 +16,6 @@ from ._data import read_csv
 DATA = Path(__file__).parent / "data"
 
 
-
-
 TRAIN = read_csv("banking77_small_train.csv")  # 20 intents x 15
 TEST = read_csv("banking77_small_test.csv")  # 20 intents x 5
 Y_TEST = np.asarray(TEST[1], dtype=object)
@@ -103,6 +101,22 @@ def test_learnt_weights_are_on_the_simplex_and_not_worse_than_worst(cheap):
     assert cheap.holdout_accuracy_ >= 0.5
 
 
+def test_cross_fitting_learns_on_every_example_and_refits_members_on_all(tmp_path):
+    engine = create_engine("ensemble", members=CHEAP, folds=3, seed=1).fit(*TRAIN)
+    # Out-of-fold probabilities of all 300 examples: the held-out accuracy is over all of them.
+    assert len(engine.member_holdout_accuracy_) == 2
+    assert all(m.n_train_ == len(TRAIN[0]) for m in engine.members_)
+    assert engine.weights_.sum() == pytest.approx(1.0) and 0.5 <= engine.holdout_accuracy_ <= 1.0
+    member_acc = [float(np.mean(engine.classes_[p.argmax(1)] == Y_TEST)) for p in engine.member_probas(TEST[0]).values()]
+    assert float(np.mean(engine.predict(TEST[0]) == Y_TEST)) >= min(member_acc)
+    # The same folds and weights from a fresh fit with the same seed.
+    again = create_engine("ensemble", members=CHEAP, folds=3, seed=1).fit(*TRAIN)
+    np.testing.assert_allclose(again.weights_, engine.weights_)
+    assert engine.member_seconds_[0] > 0
+    engine.save(tmp_path / "m")
+    np.testing.assert_allclose(load_engine(tmp_path / "m").predict_proba(TEST[0]), engine.predict_proba(TEST[0]), atol=1e-9)
+
+
 @pytest.mark.parametrize(
     "params, message",
     [
@@ -116,6 +130,9 @@ def test_learnt_weights_are_on_the_simplex_and_not_worse_than_worst(cheap):
         ({"weights": [-1, 2]}, "weights=.*non-negative"),
         ({"refit": ["head"]}, "refit=.*member names"),
         ({"holdout": 0.0}, "holdout=.*fraction"),
+        ({"folds": 1}, "folds=1 is invalid"),
+        ({"folds": 2.5}, "folds=2.5 is invalid"),
+        ({"folds": 400}, "folds=400 leaves a fold empty"),
     ],
 )
 def test_invalid_parameters_are_clear_errors(params, message):

@@ -10,7 +10,12 @@ probabilities are calibrated before they are mixed, and (2) how to combine them:
 
 Weights are learnt by minimising log-loss on the held-out split unless given. Then
 the members are refitted on all the data (`refit=True`, or only the ones named, so
-that an expensive member can keep its first fit). Saved as one sub-folder per member
+that an expensive member can keep its first fit). With few examples per category
+a held-out split is too small to learn from (10 per intent leaves one each), so
+`folds=k` cross-fits instead: every member is fitted k times, each time without
+one fold, and the temperatures and weights are learnt on the out-of-fold
+probabilities of *every* example; the members are then fitted once more on all the
+data (k + 1 fits each). Saved as one sub-folder per member
 (each a complete saved model with its own manifest) plus this engine's manifest,
 which lists the members, their temperatures and weights; stacking coefficients go in
 `stacking.npz` (plain arrays, loaded with `allow_pickle=False`).
@@ -76,6 +81,8 @@ class EnsembleEngine(Engine):
             Ignored by `combine="stacking"`.
         combine: "loglinear", "linear" or "stacking".
         holdout: stratified share held out to learn temperatures and weights.
+        folds: None, or k >= 2 to learn them on out-of-fold probabilities of every
+            example instead (k + 1 fits per member; `holdout` and `refit` are then unused).
         refit: True = refit every member on all the data after learning the weights;
             False = keep the members fitted without the held-out split; or a list of
             member engine names to refit (e.g. ["tfidf", "head"], sparing finetune).
@@ -93,6 +100,7 @@ class EnsembleEngine(Engine):
         combine: str = "loglinear",
         holdout: float = 0.2,
         refit: bool | Sequence[str] = True,
+        folds: int | None = None,
         seed: int = 0,
         threshold: float | None = None,
     ) -> None:
@@ -101,6 +109,7 @@ class EnsembleEngine(Engine):
         self.combine = combine
         self.holdout = holdout
         self.refit = refit
+        self.folds = folds
         self.seed = seed
         self.threshold = threshold
 
@@ -109,6 +118,8 @@ class EnsembleEngine(Engine):
         specs = member_specs(self.members)
         if self.combine not in COMBINES:
             raise EngineError(f"ensemble: combine={self.combine!r} is invalid; expected one of {', '.join(COMBINES)}")
+        if self.folds is not None and (isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 2):
+            raise EngineError(f"ensemble: folds={self.folds!r} is invalid; expected None or an integer >= 2 (e.g. 5)")
         if not 0.0 < float(self.holdout) < 0.9:
             raise EngineError(f"ensemble: holdout={self.holdout!r} is invalid; expected a fraction in (0, 0.9)")
         if self.weights is not None:
@@ -131,19 +142,22 @@ class EnsembleEngine(Engine):
         classes = list(self.classes_)
         y = np.searchsorted(self.classes_, labels)
         rng = np.random.default_rng(self.seed)
-        fit_idx, held_idx = _stratified_split(y, float(self.holdout), rng)
-        if len(held_idx) == 0:
-            raise EngineError("ensemble: the held-out split is empty (every class has one example); "
-                              "give each category at least two examples")
-        fit_texts = [texts[i] for i in fit_idx]
-        held_texts = [texts[i] for i in held_idx]
-        engines, held_logp, member_seconds = [], [], []
-        for name, params in specs:
-            start = time.perf_counter()
-            engine = create_engine(name, **params).fit(fit_texts, labels[fit_idx])
-            member_seconds.append(time.perf_counter() - start)
-            engines.append(engine)
-            held_logp.append(_aligned_log_proba(engine, held_texts, classes))
+        if self.folds:
+            engines, held_logp, member_seconds, held_idx = self._cross_fit(specs, texts, labels, y, rng)
+        else:
+            fit_idx, held_idx = _stratified_split(y, float(self.holdout), rng)
+            if len(held_idx) == 0:
+                raise EngineError("ensemble: the held-out split is empty (every class has one example); "
+                                  "give each category at least two examples")
+            fit_texts = [texts[i] for i in fit_idx]
+            held_texts = [texts[i] for i in held_idx]
+            engines, held_logp, member_seconds = [], [], []
+            for name, params in specs:
+                start = time.perf_counter()
+                engine = create_engine(name, **params).fit(fit_texts, labels[fit_idx])
+                member_seconds.append(time.perf_counter() - start)
+                engines.append(engine)
+                held_logp.append(_aligned_log_proba(engine, held_texts, classes))
         y_held = y[held_idx]
         temps = [_fit_temperature(lp, y_held) for lp in held_logp]
         calibrated = [_log_softmax(lp / t) for lp, t in zip(held_logp, temps)]
@@ -164,6 +178,8 @@ class EnsembleEngine(Engine):
         self.holdout_log_loss_ = float(-np.log(np.clip(combined[np.arange(len(y_held)), y_held], _EPS, None)).mean())
 
         to_refit = {n for n, _ in specs} if self.refit is True else set() if self.refit is False else set(self.refit)
+        if self.folds:
+            to_refit = set()  # _cross_fit already fitted every member on all the data
         for i, (name, params) in enumerate(specs):
             if name in to_refit:
                 start = time.perf_counter()
@@ -171,6 +187,28 @@ class EnsembleEngine(Engine):
                 member_seconds[i] += time.perf_counter() - start
         self.members_ = engines
         self.member_seconds_ = [round(s, 3) for s in member_seconds]
+
+    def _cross_fit(self, specs, texts: list[str], labels: np.ndarray, y: np.ndarray, rng: np.random.Generator):
+        """Out-of-fold log-probabilities of every example per member, and each member fitted on all the data."""
+        classes = list(self.classes_)
+        fold = np.empty(len(y), dtype=int)
+        for c in np.unique(y):  # stratified: each class dealt round-robin over the folds
+            members = rng.permutation(np.flatnonzero(y == c))
+            fold[members] = (np.arange(len(members)) + int(rng.integers(self.folds))) % self.folds
+        if np.bincount(fold, minlength=self.folds).min() == 0:
+            raise EngineError(f"ensemble: folds={self.folds} leaves a fold empty with {len(y)} examples; use fewer folds")
+        engines, out_of_fold, member_seconds = [], [], []
+        for name, params in specs:
+            start = time.perf_counter()
+            logp = np.zeros((len(y), len(classes)))
+            for k in range(self.folds):
+                train, held = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
+                engine = create_engine(name, **params).fit([texts[i] for i in train], labels[train])
+                logp[held] = _aligned_log_proba(engine, [texts[i] for i in held], classes)
+            engines.append(create_engine(name, **params).fit(texts, labels))
+            member_seconds.append(time.perf_counter() - start)
+            out_of_fold.append(logp)
+        return engines, out_of_fold, member_seconds, np.arange(len(y))
 
     # ----- predict ----------------------------------------------------------------------------
     def _member_log_probas(self, texts: list[str]) -> list[np.ndarray]:
