@@ -7,15 +7,13 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import EngineError, TaxonomyError
-from ..taxonomy import load_taxonomy
+from ..errors import EngineError
 from .base import Manifest, register_engine
 from .knn import EmbeddingEngine, _as_taxonomy
 
 __all__ = ["HeadEngine"]
 
 _WEIGHTS = "head_weights.npz"
-_TAXONOMY = "taxonomy.yaml"
 
 
 @register_engine
@@ -106,8 +104,7 @@ class HeadEngine(EmbeddingEngine):
 
     def _save_weights(self, directory: Path) -> dict[str, Any]:
         np.savez(directory / _WEIGHTS, coef=self.coef_, intercept=self.intercept_)
-        if getattr(self, "taxonomy_", None) is not None:  # the document it was trained with, for a refit
-            self.taxonomy_.save(directory / _TAXONOMY)
+        self._save_taxonomy(directory)  # the document it was trained with, for a refit
         return {"embedder": self.embedder}
 
     def _load_weights(self, directory: Path, manifest: Manifest) -> None:
@@ -118,11 +115,4 @@ class HeadEngine(EmbeddingEngine):
         self.coef_, self.intercept_ = weights["coef"], weights["intercept"]
         self.embedder_ = None
         self.base_model_ = manifest.base_model
-        self.taxonomy_ = None
-        if (directory / _TAXONOMY).is_file():
-            try:
-                self.taxonomy_ = load_taxonomy(directory / _TAXONOMY)
-            except TaxonomyError as exc:
-                raise EngineError(f"'{directory}': saved taxonomy cannot be read: {exc}") from None
-            if not isinstance(self.taxonomy, (str, Path)) or not Path(str(self.taxonomy)).is_file():
-                self.taxonomy = self.taxonomy_
+        self._load_taxonomy(directory)

@@ -59,6 +59,21 @@ class EmbeddingEngine(Engine):
     def _libraries(self) -> tuple[str, ...]:
         return ("onnxruntime", "sentence-transformers", "torch", "tokenizers")
 
+    def _save_taxonomy(self, directory: Path) -> None:
+        if getattr(self, "taxonomy_", None) is not None:
+            self.taxonomy_.save(directory / _TAXONOMY)
+
+    def _load_taxonomy(self, directory: Path) -> None:
+        """Restore `taxonomy_` from a saved model; the `taxonomy` parameter falls back to it when its file is gone."""
+        self.taxonomy_ = None
+        if (directory / _TAXONOMY).is_file():
+            try:
+                self.taxonomy_ = load_taxonomy(directory / _TAXONOMY)
+            except TaxonomyError as exc:
+                raise EngineError(f"'{directory}': saved taxonomy cannot be read: {exc}") from None
+            if not isinstance(self.taxonomy, (str, Path)) or not Path(str(self.taxonomy)).is_file():
+                self.taxonomy = self.taxonomy_
+
 
 @register_engine
 class KnnEngine(EmbeddingEngine):
@@ -308,8 +323,7 @@ class KnnEngine(EmbeddingEngine):
         points = {"texts": self.texts_, "labels": self.labels_, "kinds": self.kinds_, "refs": self.refs_}
         (directory / _POINTS).write_text(json.dumps(points, ensure_ascii=False))
         np.savez(directory / _VECTORS, vectors=self.vectors_)
-        if self.taxonomy_ is not None:
-            self.taxonomy_.save(directory / _TAXONOMY)
+        self._save_taxonomy(directory)
         return {"n_points": len(self.texts_), "embedder": self.embedder}
 
     def _load_weights(self, directory: Path, manifest: Manifest) -> None:
@@ -322,13 +336,6 @@ class KnnEngine(EmbeddingEngine):
         self.texts_, self.labels_ = points["texts"], points["labels"]
         self.kinds_, self.refs_ = points["kinds"], points["refs"]
         self.vectors_ = vectors.astype(np.float32, copy=False)
-        self.taxonomy_ = None
-        if (directory / _TAXONOMY).is_file():
-            try:
-                self.taxonomy_ = load_taxonomy(directory / _TAXONOMY)
-            except TaxonomyError as exc:
-                raise EngineError(f"'{directory}': saved taxonomy cannot be read: {exc}") from None
-            if not isinstance(self.taxonomy, (str, Path)) or not Path(str(self.taxonomy)).is_file():
-                self.taxonomy = self.taxonomy_
+        self._load_taxonomy(directory)
         self._reindex()
         self.base_model_ = manifest.base_model
