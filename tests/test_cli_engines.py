@@ -86,3 +86,13 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     unlabelled.write_text("id,text\n1,hello\n")
     assert run("train", "tfidf", "--data", str(unlabelled), "--out", str(tmp_path / "m")) == 1
     assert "have no label" in capsys.readouterr().err
+
+
+def test_usage_errors_are_one_message_and_exit_2_not_a_traceback(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "tfidf", "--nope"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "No such option: --nope" in err and "Traceback" not in err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "tfidf", "--data", "x.csv", "--out", "o", "--abstain-accuracy", "0.9", "--abstain-confidence", "1.5"])
+    assert exit_info.value.code == 2 and "--abstain-confidence" in capsys.readouterr().err

@@ -51,15 +51,35 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except SystemExit:
         raise
-    except Exception as exc:  # click usage errors come through here with standalone_mode=False
-        import click
-
-        if isinstance(exc, click.exceptions.Exit):
+    except Exception as exc:  # usage errors come through here with standalone_mode=False
+        exits, usage, aborts = _click_exceptions()
+        if isinstance(exc, exits):
             sys.exit(exc.exit_code)
-        if isinstance(exc, click.ClickException):
+        if isinstance(exc, usage):  # a bad option or value: click's own message and exit status 2
             exc.show()
             sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
+        if isinstance(exc, aborts):
             typer.secho("aborted", err=True)
             sys.exit(1)
         raise
+
+
+def _click_exceptions() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
+    """(exit, usage error, abort) exception classes of click and of the click copy newer typer vendors.
+
+    typer >= 0.2x parses options with its own `typer._click`, whose exceptions are not
+    click's: checking only click's let every usage error end in a traceback.
+    """
+    exits: list[type] = [typer.Exit]
+    usage: list[type] = []
+    aborts: list[type] = [typer.Abort]
+    for name in ("click", "typer._click"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        exceptions = getattr(module, "exceptions", module)
+        exits += [c for c in (getattr(exceptions, "Exit", None),) if c is not None]
+        usage += [c for c in (getattr(exceptions, "ClickException", None),) if c is not None]
+        aborts += [c for c in (getattr(exceptions, "Abort", None),) if c is not None]
+    return tuple(exits), tuple(usage), tuple(aborts)

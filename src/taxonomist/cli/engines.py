@@ -101,6 +101,8 @@ def train(
         float,
         typer.Option(
             "--abstain-confidence",
+            min=0.5,
+            max=0.9999,
             help="With --abstain-accuracy: the held-out accuracy must clear it with this one-sided confidence "
             "(Wilson bound), so that the promise holds on new data too; 0.5 = point estimate.",
         ),
