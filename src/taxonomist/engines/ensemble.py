@@ -177,9 +177,10 @@ class EnsembleEngine(Engine):
         self.holdout_accuracy_ = float((combined.argmax(1) == y_held).mean())
         self.holdout_log_loss_ = float(-np.log(np.clip(combined[np.arange(len(y_held)), y_held], _EPS, None)).mean())
 
-        to_refit = {n for n, _ in specs} if self.refit is True else set() if self.refit is False else set(self.refit)
-        if self.folds:
-            to_refit = set()  # _cross_fit already fitted every member on all the data
+        if self.folds:  # _cross_fit already fitted every member on all the data
+            to_refit = set()
+        else:
+            to_refit = {n for n, _ in specs} if self.refit is True else set() if self.refit is False else set(self.refit)
         for i, (name, params) in enumerate(specs):
             if name in to_refit:
                 start = time.perf_counter()

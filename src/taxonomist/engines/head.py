@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ import numpy as np
 
 from ..errors import EngineError
 from .base import Manifest, register_engine
-from .knn import EmbeddingEngine, _as_taxonomy
+from .knn import DEFINITION, EmbeddingEngine, _as_taxonomy, taxonomy_points
 
 __all__ = ["HeadEngine"]
 
@@ -55,29 +56,21 @@ class HeadEngine(EmbeddingEngine):
         from sklearn.linear_model import LogisticRegression
 
         taxonomy = _as_taxonomy(self.taxonomy)
-        self.taxonomy_, self.taxonomy_version_ = None, ""
+        self.taxonomy_, self.taxonomy_version_ = taxonomy, ""
         weights = None
         if taxonomy is not None:
-            extra_texts, extra_labels, extra_weights = [], [], []
-            counts = dict(zip(*np.unique(labels, return_counts=True)))
+            points = taxonomy_points(taxonomy, use_definitions=self.use_definitions)
+            counts = Counter(labels.tolist())
             median = float(np.median(list(counts.values())))
-            for cat in taxonomy.active_categories:
-                n = counts.get(cat.code, 0) + len(cat.examples)
-                if self.use_definitions:
-                    # A category with few examples would be drowned by the others: its definition
-                    # weighs what it lacks, up to a typical category's count (1 once it has that many).
-                    extra_texts.append(cat.describe())
-                    extra_labels.append(cat.code)
-                    extra_weights.append(max(1.0, median / (n + 1)))
-                extra_texts.extend(cat.examples)
-                extra_labels.extend([cat.code] * len(cat.examples))
-                extra_weights.extend([1.0] * len(cat.examples))
-            texts = [*texts, *extra_texts]
-            labels = np.concatenate([labels, np.asarray(extra_labels, dtype=object)])
-            weights = np.concatenate([np.ones(len(labels) - len(extra_labels)), extra_weights])
+            counts.update(code for _, code, kind, _ in points if kind != DEFINITION)
+            # A category with few examples would be drowned by the others: its definition weighs
+            # what it lacks, up to a typical category's count (1 once it has that many).
+            weights = np.array([1.0] * len(texts) + [max(1.0, median / (counts[code] + 1)) if kind == DEFINITION else 1.0
+                                                     for _, code, kind, _ in points])
+            texts = [*texts, *(text for text, _, _, _ in points)]
+            labels = np.concatenate([labels, np.asarray([code for _, code, _, _ in points], dtype=object)])
             self.classes_ = np.array(sorted(set(labels.tolist())), dtype=object)
             self.taxonomy_version_ = taxonomy.version_id
-        self.taxonomy_ = taxonomy
         if len(self.classes_) < 2:
             raise EngineError(f"fit: head needs at least 2 categories, found {len(self.classes_)}; add examples of another category")
         self.embedder_ = None
