@@ -70,16 +70,13 @@ def _click_exceptions() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type,
     typer >= 0.2x parses options with its own `typer._click`, whose exceptions are not
     click's: checking only click's let every usage error end in a traceback.
     """
-    exits: list[type] = [typer.Exit]
-    usage: list[type] = []
-    aborts: list[type] = [typer.Abort]
-    for name in ("click", "typer._click"):
+    found: dict[str, list[type]] = {"Exit": [typer.Exit], "ClickException": [], "Abort": [typer.Abort]}
+    for name in ("click.exceptions", "typer._click.exceptions"):
         try:
             module = importlib.import_module(name)
         except ImportError:
             continue
-        exceptions = getattr(module, "exceptions", module)
-        exits += [c for c in (getattr(exceptions, "Exit", None),) if c is not None]
-        usage += [c for c in (getattr(exceptions, "ClickException", None),) if c is not None]
-        aborts += [c for c in (getattr(exceptions, "Abort", None),) if c is not None]
-    return tuple(exits), tuple(usage), tuple(aborts)
+        for attr, classes in found.items():
+            if hasattr(module, attr):
+                classes.append(getattr(module, attr))
+    return tuple(found["Exit"]), tuple(found["ClickException"]), tuple(found["Abort"])

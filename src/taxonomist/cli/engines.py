@@ -133,7 +133,7 @@ def train(
         threshold = "auto" if abstain_accuracy is not None else None
         cal = fit_calibration(model, [r.text for r in held], [r.label for r in held], threshold=threshold,
                               min_accuracy=abstain_accuracy or 0.95,
-                              confidence_level=None if abstain_confidence == 0.5 else abstain_confidence)
+                              confidence_level=abstain_confidence)
         summary.update(
             held_out=len(held), temperature=round(cal.temperature, 4), ece_before=round(cal.ece_before, 4),
             ece_after=round(cal.ece_after, 4), threshold=cal.threshold,

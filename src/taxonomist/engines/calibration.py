@@ -36,6 +36,7 @@ class Calibrator:
     n: int = 0
     min_accuracy: float | None = None
     confidence_level: float | None = None
+    accuracy: float | None = None  # top-1 accuracy on the in-scope held-out rows, before any abstention
 
     def apply(self, proba: np.ndarray) -> np.ndarray:
         if self.temperature == 1.0 or len(proba) == 0:
@@ -150,6 +151,7 @@ def calibrate(
     temperature = fit_temperature(raw_in, y)
     cal = Calibrator(temperature=temperature, n=int(in_scope.sum()))
     proba = cal.apply(raw_in)
+    cal.accuracy = float((proba.argmax(axis=1) == y).mean())
     cal.ece_before = expected_calibration_error(raw_in.max(axis=1), raw_in.argmax(axis=1) == y)
     cal.ece_after = expected_calibration_error(proba.max(axis=1), proba.argmax(axis=1) == y)
     if threshold == "auto":

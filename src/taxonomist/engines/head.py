@@ -59,16 +59,16 @@ class HeadEngine(EmbeddingEngine):
         self.taxonomy_, self.taxonomy_version_ = taxonomy, ""
         weights = None
         if taxonomy is not None:
-            points = taxonomy_points(taxonomy, use_definitions=self.use_definitions)
+            extra_texts, codes, kinds, _ = taxonomy_points(taxonomy, use_definitions=self.use_definitions)
             counts = Counter(labels.tolist())
             median = float(np.median(list(counts.values())))
-            counts.update(code for _, code, kind, _ in points if kind != DEFINITION)
+            counts.update(code for code, kind in zip(codes, kinds) if kind != DEFINITION)
             # A category with few examples would be drowned by the others: its definition weighs
             # what it lacks, up to a typical category's count (1 once it has that many).
             weights = np.array([1.0] * len(texts) + [max(1.0, median / (counts[code] + 1)) if kind == DEFINITION else 1.0
-                                                     for _, code, kind, _ in points])
-            texts = [*texts, *(text for text, _, _, _ in points)]
-            labels = np.concatenate([labels, np.asarray([code for _, code, _, _ in points], dtype=object)])
+                                                     for code, kind in zip(codes, kinds)])
+            texts = [*texts, *extra_texts]
+            labels = np.concatenate([labels, np.asarray(codes, dtype=object)])
             self.classes_ = np.array(sorted(set(labels.tolist())), dtype=object)
             self.taxonomy_version_ = taxonomy.version_id
         if len(self.classes_) < 2:

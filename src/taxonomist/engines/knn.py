@@ -40,15 +40,25 @@ def _as_taxonomy(value: Taxonomy | str | Path | None) -> Taxonomy | None:
     return load_taxonomy(value)
 
 
-def taxonomy_points(taxonomy: Taxonomy, *, use_definitions: bool = True) -> list[tuple[str, str, str, str]]:
-    """The labelled points a taxonomy document gives: (text, category code, kind, ref) per
-    active category's definition (`Category.describe()`, with `use_definitions`) and example."""
-    points = []
+def taxonomy_points(taxonomy: Taxonomy, *, use_definitions: bool = True) -> tuple[list[str], list[str], list[str], list[str]]:
+    """The labelled points a taxonomy document gives, as columns (texts, category codes, kinds, refs):
+    each active category's definition (`Category.describe()`, with `use_definitions`) and examples."""
+    texts: list[str] = []
+    codes: list[str] = []
+    kinds: list[str] = []
+    refs: list[str] = []
     for cat in taxonomy.active_categories:
         if use_definitions:
-            points.append((cat.describe(), cat.code, DEFINITION, f"taxonomy:{cat.code}"))
-        points.extend((example, cat.code, EXAMPLE, f"taxonomy:{cat.code}#{j}") for j, example in enumerate(cat.examples))
-    return points
+            texts.append(cat.describe())
+            codes.append(cat.code)
+            kinds.append(DEFINITION)
+            refs.append(f"taxonomy:{cat.code}")
+        for j, example in enumerate(cat.examples):
+            texts.append(example)
+            codes.append(cat.code)
+            kinds.append(EXAMPLE)
+            refs.append(f"taxonomy:{cat.code}#{j}")
+    return texts, codes, kinds, refs
 
 
 class EmbeddingEngine(Engine):
@@ -215,8 +225,7 @@ class KnnEngine(EmbeddingEngine):
         # Unchanged definitions and examples keep their vectors: only new texts are embedded.
         known = {self.texts_[i]: self.vectors_[i] for i in np.flatnonzero(from_taxonomy)}
         self._keep(~from_taxonomy)
-        points = taxonomy_points(taxonomy, use_definitions=self.use_definitions)
-        texts, labels, kinds, refs = (list(column) for column in zip(*points)) if points else ([], [], [], [])
+        texts, labels, kinds, refs = taxonomy_points(taxonomy, use_definitions=self.use_definitions)
         if texts:
             vectors = np.zeros((len(texts), self.vectors_.shape[1]), dtype=np.float32)
             new = [i for i, t in enumerate(texts) if t not in known]
