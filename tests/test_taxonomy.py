@@ -200,3 +200,76 @@ def test_diff(tax):
     lines = tax.diff(new)
     assert "+ G9 Coding [active]" in lines
     assert any(line.startswith("~ G1.status") for line in lines)
+
+
+# ----- bounded YAML loading (issue 11) ------------------------------------------------------
+def _alias_bomb(levels: int = 9) -> str:
+    lines = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for i in range(1, levels + 1):
+        prev, cur = chr(ord("a") + i - 1), chr(ord("a") + i)
+        lines.append(f"{cur}: &{cur} [{', '.join([f'*{prev}'] * 9)}]")
+    return "\n".join(lines) + "\n"
+
+
+def test_alias_bomb_fails_fast_with_one_line(tmp_path):
+    # 9 levels of 9 aliases expand to 9**10 (3.5 billion) strings; plain safe_load then
+    # lets from_dict walk them all (69 s and 3.1 GB before the fix).
+    path = tmp_path / "bomb.yaml"
+    path.write_text(_alias_bomb())
+    with pytest.raises(TaxonomyError, match=r"bomb\.yaml: YAML aliases .* expand to more than 200,000 nodes") as err:
+        load_taxonomy(path)
+    assert "\n" not in str(err.value)
+    with pytest.raises(TaxonomyError, match="expand to more than"):
+        load_crosswalk(path)
+
+
+def test_small_aliases_still_load():
+    doc = DOC.replace("source_codes: [\"CARC:31\"]", "source_codes: &codes [\"CARC:31\"]").replace(
+        "name: Place of service", "name: Place of service\n        source_codes: *codes"
+    )
+    assert Taxonomy.from_yaml(doc)["G2"].source_codes == ("CARC:31",)
+
+
+def test_duplicate_keys_name_the_key_and_both_lines(tmp_path):
+    doc = DOC.replace("name: Member not found", "name: Member not found\n        name: Member unknown")
+    with pytest.raises(TaxonomyError, match=r"dup\.yaml: key 'name' appears twice in one mapping \(lines 15 and 16\)"):
+        Taxonomy.from_yaml(doc, source="dup.yaml")
+    cw = tmp_path / "cw.yaml"
+    cw.write_text("source: NetB\nmapping:\n  T1: A1\n  T2: A2\n  T1: G1\n")
+    with pytest.raises(TaxonomyError, match=r"key 'T1' appears twice in one mapping \(lines 3 and 5\)"):
+        load_crosswalk(cw)
+
+
+def test_oversized_yaml_is_refused_before_reading(tmp_path):
+    path = tmp_path / "huge.yaml"
+    path.write_text(DOC + "# " + "x" * (5 * 1024 * 1024) + "\n")
+    with pytest.raises(TaxonomyError, match=r"huge\.yaml' is [0-9,]+ bytes; the limit is 5,242,880"):
+        load_taxonomy(path)
+    with pytest.raises(TaxonomyError, match="the limit is 5,242,880"):
+        Taxonomy.from_yaml(path.read_text(), source="huge")
+
+
+def test_python_tags_are_refused():
+    doc = "name: x\ngroups: !!python/object/apply:os.system ['echo pwned']\n"
+    with pytest.raises(TaxonomyError, match="only plain YAML"):
+        Taxonomy.from_yaml(doc)
+
+
+def test_price_tables_use_the_bounded_loader(tmp_path):
+    from taxonomist.errors import BackendError
+    from taxonomist.llm.accounting import load_price_table
+
+    path = tmp_path / "prices.yaml"
+    path.write_text(_alias_bomb())
+    with pytest.raises(BackendError, match="expand to more than"):
+        load_price_table(path)
+
+
+def test_comparison_price_table_uses_the_bounded_loader(tmp_path):
+    from taxonomist.compare.costs import load_prices
+    from taxonomist.errors import ExperimentError
+
+    path = tmp_path / "prices.yaml"
+    path.write_text("serve_cpu_per_hour: 1\nserve_cpu_per_hour: 2\n")
+    with pytest.raises(ExperimentError, match=r"key 'serve_cpu_per_hour' appears twice .*lines 1 and 2"):
+        load_prices(path)

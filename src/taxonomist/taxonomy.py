@@ -611,13 +611,10 @@ class Taxonomy:
 
     @classmethod
     def from_yaml(cls, text: str, *, source: str = "taxonomy") -> Taxonomy:
-        import yaml
+        """Parse a taxonomy document; bounded (size, aliases) and strict (duplicate keys), see `taxonomist._yaml`."""
+        from ._yaml import safe_load
 
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise TaxonomyError(f"{source}: not valid YAML: {exc}") from None
-        return cls.from_dict(data, source=source)
+        return cls.from_dict(safe_load(text, source=source, error=TaxonomyError), source=source)
 
     @classmethod
     def from_labels(cls, labels: Iterable[str], *, name: str = "labels") -> Taxonomy:
@@ -640,7 +637,9 @@ def load_taxonomy(path: str | Path) -> Taxonomy:
     p = Path(path)
     if not p.is_file():
         raise TaxonomyError(f"taxonomy file '{p}' does not exist")
-    return Taxonomy.from_yaml(p.read_text(encoding="utf-8"), source=str(p))
+    from ._yaml import read_yaml_file
+
+    return Taxonomy.from_dict(read_yaml_file(p, error=TaxonomyError, what="taxonomy file"), source=str(p))
 
 
 @dataclass(frozen=True)
@@ -707,9 +706,9 @@ def load_crosswalk(path: str | Path, *, source: str | None = None) -> Crosswalk:
                     )
                 mapping[theirs] = ours
         return Crosswalk(source=source or p.stem, mapping=mapping)
-    import yaml
+    from ._yaml import read_yaml_file
 
-    data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    data = read_yaml_file(p, error=TaxonomyError, what="crosswalk file") or {}
     if not isinstance(data, Mapping) or not isinstance(data.get("mapping"), Mapping):
         raise TaxonomyError(f"crosswalk '{p}': expected 'mapping: {{their_code: our_code}}'")
     return Crosswalk(

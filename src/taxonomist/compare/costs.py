@@ -118,7 +118,7 @@ class PriceTable:
 
 def load_prices(path: str | Path | None = None) -> PriceTable:
     """Read a price table YAML; with no path, the defaults shipped in the package."""
-    import yaml
+    from .._yaml import safe_load
 
     if path is None:
         text = resources.files(__package__).joinpath("prices.yaml").read_text(encoding="utf-8")
@@ -128,10 +128,7 @@ def load_prices(path: str | Path | None = None) -> PriceTable:
         if not p.is_file():
             raise ExperimentError(f"price table '{p}' does not exist; copy taxonomist/compare/prices.yaml and edit it")
         text, source = p.read_text(encoding="utf-8"), str(p)
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ExperimentError(f"price table '{source}' is not valid YAML: {exc}") from None
+    data = safe_load(text, source=f"price table '{source}'", error=ExperimentError) or {}
     return PriceTable.from_mapping(data, source=source)
 
 

@@ -98,9 +98,9 @@ def load_price_table(path: str | Path | None) -> PriceTable:
     if p.suffix.lower() == ".json":
         data = json.loads(text)
     else:
-        import yaml
+        from .._yaml import safe_load
 
-        data = yaml.safe_load(text)
+        data = safe_load(text, source=str(p), error=BackendError)
     return PriceTable.from_dict(data, source=str(p))
 
 
