@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,23 +45,60 @@ def data_dir() -> Path:
 # ----- the record store -----------------------------------------------------------------
 # Store tests run on a SQLite file in tmp_path, and also on the database named by
 # TAXONOMIST_TEST_DB_URL (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/taxonomist_test)
-# when it is set. That database is emptied before each test.
+# when it is set; `.ci/run` starts a throwaway PostgreSQL cluster and sets it. That database is
+# shared: each test holds a lock on it for its whole run (parallel workers or two pytest sessions
+# take turns) and starts from an empty schema.
 _DB_PARAMS = ["sqlite"] + (["env"] if os.environ.get("TAXONOMIST_TEST_DB_URL") else [])
 
 
-@pytest.fixture(params=_DB_PARAMS)
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return "sqlite:///" + str(tmp_path / "store.db")
+@contextlib.contextmanager
+def _exclusive_use_of(url: str) -> Iterator[None]:
+    import fcntl
+
+    key = hashlib.sha256(url.encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"taxonomist-test-db-{key}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def empty_database(url: str) -> None:
+    """Drop everything in the test database (tables, indexes, sequences) so a test starts from nothing."""
     import sqlalchemy as sa
 
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # A connection an earlier test left open (an unclosed Store, an unfinished
+                # generator) can hold a lock that DROP would wait on for ever.
+                conn.execute(sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND usename = current_user AND pid <> pg_backend_pid()"
+                ))
+                conn.execute(sa.text("SET LOCAL lock_timeout = '30s'"))
+                conn.execute(sa.text("DROP SCHEMA IF EXISTS public CASCADE"))
+                conn.execute(sa.text("CREATE SCHEMA public"))
+            else:
+                md = sa.MetaData()
+                md.reflect(conn)
+                md.drop_all(conn)
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(params=_DB_PARAMS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A SQLAlchemy URL of an empty database: a SQLite file in tmp_path, or TAXONOMIST_TEST_DB_URL's."""
+    if request.param == "sqlite":
+        yield "sqlite:///" + str(tmp_path / "store.db")
+        return
     url = os.environ["TAXONOMIST_TEST_DB_URL"]
-    engine = sa.create_engine(url)
-    md = sa.MetaData()
-    md.reflect(engine)
-    md.drop_all(engine)
-    engine.dispose()
-    return url
+    with _exclusive_use_of(url):
+        empty_database(url)
+        yield url
 
 
 @pytest.fixture

@@ -37,10 +37,9 @@ def denials(tmp_path: Path) -> Path:
 
 
 def test_import_keeps_valid_rows_reports_rejects_and_is_idempotent(
-    capsys: pytest.CaptureFixture[str], denials: Path, tmp_path: Path
+    capsys: pytest.CaptureFixture[str], denials: Path, db_url: str
 ) -> None:
-    db = str(tmp_path / "cli.db")
-    code, out, _ = cli(capsys, "import", str(denials), "--taxonomy", str(TAXONOMY), "--db", db, "--who", "tester")
+    code, out, _ = cli(capsys, "import", str(denials), "--taxonomy", str(TAXONOMY), "--db", db_url, "--who", "tester")
     assert code == 0
     assert "│  200 │      197 │         0 │         0 │        3 │" in out
     assert "3 row(s) rejected, the other 197 kept" in out
@@ -48,17 +47,17 @@ def test_import_keeps_valid_rows_reports_rejects_and_is_idempotent(
     with rejects.open(newline="") as fh:
         assert [(r["line"], r["id"]) for r in csv.DictReader(fh)] == [("12", "d0009"), ("52", "d0049"), ("102", "d0099")]
 
-    code, out, _ = cli(capsys, "import", str(denials), "--db", db)  # taxonomy now comes from the store
+    code, out, _ = cli(capsys, "import", str(denials), "--db", db_url)  # taxonomy now comes from the store
     assert code == 0 and "│  200 │        0 │       197 │         0 │        3 │" in out
 
-    with Store.open(db) as store:
+    with Store.open(db_url) as store:
         stats = store.stats()
         assert (stats["records"], stats["labelled"]) == (197, 197)
         assert {h["who"] for h in store.label_history("d0000")} == {"tester"}
 
 
 def test_import_with_column_mapping_and_default_store_from_env(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db_url: str
 ) -> None:
     path = tmp_path / "portal.jsonl"
     rows = [
@@ -66,14 +65,13 @@ def test_import_with_column_mapping_and_default_store_from_env(
         {"claim": "k2", "note": "Filed after 90 days", "code": "I1", "dos": "2024-07-02"},
     ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    db = tmp_path / "from-env.db"
-    monkeypatch.setenv("TAXONOMIST_DB", str(db))
+    monkeypatch.setenv("TAXONOMIST_DB", db_url)
     code, out, err = cli(
         capsys, "import", str(path), "--text-col", "note", "--label-col", "code", "--id-col", "claim",
         "--date-col", "dos", "--source", "portal",
     )
     assert code == 0, err
-    with Store.open(db) as store:
+    with Store.open(db_url) as store:
         assert [(r.id, r.label, r.source, str(r.date)) for r in store.records()] == [
             ("k1", "C2", "portal", "2024-06-01"), ("k2", "I1", "portal", "2024-07-02"),
         ]
@@ -82,48 +80,50 @@ def test_import_with_column_mapping_and_default_store_from_env(
     assert json.loads(out)["by_month"] == {"2024-06": 1, "2024-07": 1}
 
 
-def test_import_crosswalk_translates_their_codes(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_import_crosswalk_translates_their_codes(capsys: pytest.CaptureFixture[str], tmp_path: Path, db_url: str) -> None:
     crosswalk = tmp_path / "northside.csv"
     crosswalk.write_text("their_code,our_code\nPA-NONE,C1\nPA-NONUM,C1\nLATE,I1\n")
     theirs = tmp_path / "theirs.csv"
     theirs.write_text("id,text,label\nn1,no precert,PA-NONE\nn2,no auth number,PA-NONUM\nn3,late,LATE\n")
-    db = str(tmp_path / "x.db")
-    code, out, err = cli(capsys, "import", str(theirs), "--crosswalk", str(crosswalk), "--taxonomy", str(TAXONOMY), "--db", db)
+    code, out, err = cli(
+        capsys, "import", str(theirs), "--crosswalk", str(crosswalk), "--taxonomy", str(TAXONOMY), "--db", db_url
+    )
     assert code == 0, err
     assert "translated through the northside crosswalk" in out
-    with Store.open(db) as store:
+    with Store.open(db_url) as store:
         assert store.current_labels() == {"n1": "C1", "n2": "C1", "n3": "I1"}
         assert store.label_history("n2")[0]["original_category"] == "PA-NONUM"
 
 
-def test_stats_review_assign_and_revert(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_stats_review_assign_and_revert(capsys: pytest.CaptureFixture[str], tmp_path: Path, db_url: str) -> None:
     from taxonomist.taxonomy import load_taxonomy
 
-    db = str(tmp_path / "r.db")
     path = tmp_path / "g.csv"
     path.write_text("id,text,label,date\ng1,modifier 95 missing,G1,2024-01-05\ng2,HO modifier invalid,G1,2024-02-05\n")
-    assert cli(capsys, "import", str(path), "--taxonomy", str(TAXONOMY), "--db", db)[0] == 0
-    code, out, _ = cli(capsys, "records", "stats", "--db", db)
+    assert cli(capsys, "import", str(path), "--taxonomy", str(TAXONOMY), "--db", db_url)[0] == 0
+    code, out, _ = cli(capsys, "records", "stats", "--db", db_url)
     assert code == 0 and "2 records, 2 labelled" in out and "2024-02" in out
 
     change = load_taxonomy(TAXONOMY).split("G1", {"G1A": "Telehealth modifier", "G1B": "Other modifier"}, author="lead")
-    with Store.open(db) as store:
+    with Store.open(db_url) as store:
         split_id = store.relabel(change, who="lead").relabel_id
-    code, out, err = cli(capsys, "records", "review", "--db", db)
+    code, out, err = cli(capsys, "records", "review", "--db", db_url)
     assert out.splitlines() == ["g1\tG1", "g2\tG1"] and "2 record(s) to review" in err
-    assert cli(capsys, "records", "assign", "g1", "G1A", "--relabel-id", split_id, "--db", db)[0] == 0
-    code, _, err = cli(capsys, "records", "assign", "g2", "G1", "--db", db)
+    assert cli(capsys, "records", "assign", "g1", "G1A", "--relabel-id", split_id, "--db", db_url)[0] == 0
+    code, _, err = cli(capsys, "records", "assign", "g2", "G1", "--db", db_url)
     assert code == 1 and "'G1' is not an active category" in err
-    code, out, _ = cli(capsys, "records", "revert", split_id, "--db", db)
+    code, out, _ = cli(capsys, "records", "revert", split_id, "--db", db_url)
     assert code == 0 and "1 label(s) restored" in out
-    with Store.open(db) as store:
+    with Store.open(db_url) as store:
         assert store.current_labels() == {"g1": "G1", "g2": "G1"}
 
 
-def test_import_where_every_row_is_bad_exits_non_zero(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_import_where_every_row_is_bad_exits_non_zero(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, db_url: str
+) -> None:
     path = tmp_path / "bad.csv"
     path.write_text("id,text\n1,\n2,  \n")
-    code, _, err = cli(capsys, "import", str(path), "--db", str(tmp_path / "b.db"))
+    code, _, err = cli(capsys, "import", str(path), "--db", db_url)
     assert code == 1
     assert "nothing could be imported" in err and "all 2 rows were rejected" in err
 
@@ -138,14 +138,15 @@ def test_missing_file_is_one_line_without_traceback(tmp_path: Path) -> None:
     assert not (tmp_path / "n.db").exists()  # nothing was created for a file that is not there
 
 
-def test_fixed_file_reimport_removes_the_stale_rejects_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_fixed_file_reimport_removes_the_stale_rejects_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, db_url: str
+) -> None:
     path = tmp_path / "fixme.csv"
     path.write_text("id,text,date\n1,ok,2024-01-01\n2,bad date,2024/01/02\n")
-    db = str(tmp_path / "f.db")
-    assert cli(capsys, "import", str(path), "--db", db)[0] == 0
+    assert cli(capsys, "import", str(path), "--db", db_url)[0] == 0
     rejects = tmp_path / "fixme.csv.rejects.csv"
     assert rejects.read_text().splitlines()[1].startswith("3,2,date '2024/01/02'")
     path.write_text("id,text,date\n1,ok,2024-01-01\n2,bad date,2024-01-02\n")
-    code, out, _ = cli(capsys, "import", str(path), "--db", db)
+    code, out, _ = cli(capsys, "import", str(path), "--db", db_url)
     assert code == 0 and "│    2 │        1 │         1 │         0 │        0 │" in out
     assert not rejects.exists()
