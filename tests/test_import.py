@@ -51,7 +51,9 @@ def write_denials_csv(path: Path, n: int, bad: dict[int, str]) -> dict[int, int]
     return lines
 
 
-def test_csv_with_3_bad_rows_among_1000_keeps_997_and_reports_their_lines(tmp_path: Path, small_taxonomy) -> None:
+def test_csv_with_3_bad_rows_among_1000_keeps_997_and_reports_their_lines(
+    tmp_path: Path, small_taxonomy, db_url: str
+) -> None:
     path = tmp_path / "denials.csv"
     lines = write_denials_csv(path, 1000, {199: "no text", 499: "unknown category", 799: "bad date"})
     assert lines[199] == 202  # header + the two-line row 3 shift physical lines by one
@@ -79,14 +81,14 @@ def test_csv_with_3_bad_rows_among_1000_keeps_997_and_reports_their_lines(tmp_pa
     assert [r[:2] for r in rows[1:]] == [["202", "d0199"], ["502", "d0499"], ["802", "d0799"]]
     assert "denied, CO-197" not in rejects.read_text()  # record text never goes into the rejects file
 
-    with Store.open(tmp_path / "s.db") as store:
+    with Store.open(db_url) as store:
         assert store.add_records(result.records, who="t").inserted == 997
 
 
-def test_reimporting_the_same_file_is_idempotent(tmp_path: Path, small_taxonomy) -> None:
+def test_reimporting_the_same_file_is_idempotent(tmp_path: Path, small_taxonomy, db_url: str) -> None:
     path = tmp_path / "denials.csv"
     write_denials_csv(path, 120, {})
-    with Store.open(tmp_path / "s.db") as store:
+    with Store.open(db_url) as store:
         first = store.add_records(read_records(path, taxonomy=small_taxonomy).records, who="t")
         stats = store.stats()
         second = store.add_records(read_records(path, taxonomy=small_taxonomy).records, who="t")
@@ -215,7 +217,7 @@ def test_jsonl_import_with_nested_fields_and_bad_lines(tmp_path: Path, small_tax
     assert "no 'text' field" in reasons[3] and "category 'Q1' is not in taxonomy" in reasons[4]
 
 
-def test_parquet_import(tmp_path: Path, small_taxonomy) -> None:
+def test_parquet_import(tmp_path: Path, small_taxonomy, db_url: str) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -234,7 +236,7 @@ def test_parquet_import(tmp_path: Path, small_taxonomy) -> None:
     ]
     assert [(r.line, r.id) for r in result.rejects] == [(2, "p2")]
     assert count_rows(path) == 4
-    with Store.open(tmp_path / "s.db") as store:
+    with Store.open(db_url) as store:
         assert store.add_records(result.records, who="t").inserted == 3
         assert store.add_records(read_records(path).records, who="t").unchanged == 3
 
