@@ -315,3 +315,65 @@ def test_no_reject_reason_carries_record_text(tmp_path: Path, small_taxonomy) ->
         assert "JANE" not in r.reason and "JANE" not in repr(r), r.reason
     out = write_rejects(rejects, tmp_path / "rejects.csv")
     assert "JANE" not in out.read_text()
+
+
+# ----- no record content in rejects, NUL refused (issue 11) -----------------------------------
+MARKER = "ZQXJ-MARKER Jane Roe member W123456789"
+
+
+@pytest.mark.parametrize(
+    "mapping",
+    [ColumnMapping(label="text"), ColumnMapping(date="text"), ColumnMapping(id="text"), ColumnMapping(label="note")],
+    ids=["label-col text", "date-col text", "id-col text", "label-col other text"],
+)
+def test_a_wrong_column_mapping_never_copies_text_into_rejects(tmp_path: Path, small_taxonomy, mapping) -> None:
+    path = tmp_path / "denials.csv"
+    path.write_text(
+        "id,text,note,label,date\n"
+        f"1,{MARKER} denied,{MARKER} follow-up,C1,2024-01-01\n"
+        f"2,{MARKER} denied,{MARKER} follow-up,C1,2024-01-01\n"
+        f"3,{MARKER} denied,{MARKER} follow-up,C1,2024-01-01\n",
+        encoding="utf-8",
+    )
+    result = read_records(path, mapping=mapping, taxonomy=small_taxonomy)
+    assert result.rejects, "each mapping above must reject something"
+    out = write_rejects(result.rejects, tmp_path / "rejects.csv").read_text()
+    assert "ZQXJ" not in out and "W123456789" not in out
+    for r in result.rejects:
+        assert "ZQXJ" not in r.reason and "ZQXJ" not in r.id
+    if mapping.label:
+        assert f"column '{mapping.label}' holds a value that is not a category code" in result.rejects[0].reason
+    if mapping.date:
+        assert "the date (not shown) in column 'text' is not an ISO date" in result.rejects[0].reason
+    if mapping.id:
+        assert [r.reason.split(" already")[0] for r in result.rejects] == ["the id in column 'text'"] * 2
+
+
+def test_short_codes_and_dates_are_still_named(tmp_path: Path, small_taxonomy) -> None:
+    path = tmp_path / "codes.csv"
+    path.write_text("id,text,label,date\n1,note,Z9,2024-01-01\n2,note,C1,12/31/2024\n", encoding="utf-8")
+    reasons = [r.reason for r in read_records(path, taxonomy=small_taxonomy).rejects]
+    assert "category 'Z9' is not in taxonomy" in reasons[0] and "date '12/31/2024'" in reasons[1]
+
+
+def test_nul_characters_reject_their_row(tmp_path: Path) -> None:
+    path = tmp_path / "nul.csv"
+    path.write_bytes(b"id,text,payer\n1,first note,P1\n2,second\x00note,P1\n3,third note,P\x00X\n4\x00,fourth,P1\n5,fifth,P1\n")
+    jsonl = tmp_path / "nul.jsonl"
+    jsonl.write_text('{"id": "1", "text": "ok"}\n{"id": "2", "text": "a\\u0000b"}\n{"id": "3", "text": "x", "f": {"k": "\\u0000"}}\n')
+    result = read_records(path)
+    assert [r.id for r in result.records] == ["1", "5"]
+    assert [(r.line, r.id) for r in result.rejects] == [(3, "2"), (4, "3"), (5, "")]
+    assert "column(s) text hold a NUL character" in result.rejects[0].reason
+    assert "column(s) payer hold a NUL character" in result.rejects[1].reason
+    assert all("\x00" not in r.reason for r in result.rejects)
+    result = read_records(jsonl)
+    assert [r.id for r in result.records] == ["1"] and [r.line for r in result.rejects] == [2, 3]
+
+
+def test_a_headerless_file_does_not_quote_its_first_row(tmp_path: Path) -> None:
+    path = tmp_path / "noheader.csv"
+    path.write_text("".join(f"{i},{MARKER} denied for lack of precertification,C1\n" for i in (1, 2)), encoding="utf-8")
+    with pytest.raises(ColumnMappingError) as err:
+        read_records(path)
+    assert "ZQXJ" not in str(err.value) and "-character name>" in str(err.value)

@@ -239,3 +239,58 @@ def test_reads_an_835_laid_out_the_way_payers_send_it(caplog):
     assert (unprocessable.date, unprocessable.id) == ("2024-03-05", "CLM1002-1")
     assert (reversal.claim_status, reversal.billed_amount, reversal.paid_amount, reversal.adjustment_amount) == ("22", -120.0, -80.0, -40.0)
     assert unprocessable.text() == "CO-16 MA130 N382 | CPT 90834-GT-HO POS 02 | Payer: ACME HEALTH PLAN"
+
+
+# ----- no segment content in messages (issue 11) ---------------------------------------------
+MARKER_NAME, MARKER_ID = "ZQXJROE", "W987654321"
+
+
+def _planted(remit: Path) -> str:
+    """The written 835 with a marker patient name and member id in every NM1*QC."""
+    return re.sub(r"NM1\*QC\*1\*DEMO\*PATIENT\*([^~]*)MI\*M\d+", rf"NM1*QC*1*{MARKER_NAME}*JANE*\1MI*{MARKER_ID}", remit.read_text())
+
+
+@pytest.mark.parametrize("body", ["element", "terminator"])
+def test_a_body_with_other_separators_than_its_isa_is_one_clear_error(remit, tmp_path, body):
+    text = _planted(remit)
+    isa, rest = text[:106], text[106:]
+    rest = rest.replace("*", "|") if body == "element" else rest.replace("~", "\u001c")
+    path = tmp_path / "mixed.835"
+    path.write_text(isa + rest)
+    with pytest.raises(RecordError, match="the body uses other separators than its ISA") as err:
+        list(parse_835(path))
+    assert MARKER_NAME not in str(err.value) and MARKER_ID not in str(err.value)
+
+
+def _break_in_claim(text: str, claim: int, pattern: str, replacement: str) -> str:
+    """Replace the first segment matching `pattern` after the `claim`-th CLP (0-based)."""
+    segs = text.split("~")
+    clps = [k for k, seg in enumerate(segs) if seg.strip().startswith("CLP*")]
+    for k in range(clps[claim], len(segs)):
+        if re.match(pattern, segs[k].strip()):
+            segs[k] = ("\n" if segs[k].startswith("\n") else "") + replacement
+            return "~".join(segs)
+    raise AssertionError(f"no segment matches {pattern} after claim {claim}")
+
+
+def test_rejects_name_segments_and_elements_never_their_values(remit, tmp_path):
+    from taxonomist.records import read_records, write_rejects
+
+    text = _planted(remit)
+    text = _break_in_claim(text, 1, r"SVC\*", f"SVC*HC:90837*{MARKER_ID}*0**1")
+    text = _break_in_claim(text, 3, r"CLP\*", f"CLP*C1*4*{MARKER_ID}*0")
+    text = _break_in_claim(text, 5, r"DTM\*472\*", f"DTM*472*{MARKER_NAME}")
+    text = _break_in_claim(text, 7, r"CAS\*", f"CAS*{MARKER_NAME}*45*10")
+    text = _break_in_claim(text, 9, r"CAS\*", f"CAS*CO*45*{MARKER_ID}")
+    text = _break_in_claim(text, 11, r"NM1\*", f"{MARKER_NAME} {MARKER_ID}*1")  # a segment that is not a segment
+    text = _break_in_claim(text, 13, r"SE\*", f"SE*{MARKER_ID}*0001")
+    path = tmp_path / "planted.835"
+    path.write_text(text)
+    result = read_records(path, format="835")
+    assert len(result.rejects) == 7
+    out = write_rejects(result.rejects, tmp_path / "rejects.csv").read_text()
+    assert MARKER_NAME not in out and MARKER_ID not in out
+    reasons = " | ".join(r.reason for r in result.rejects)
+    assert "SVC SVC02 (charge) is not a number" in reasons and "CLP CLP03 (charge) is not a number" in reasons
+    assert "DTM02 (date)" in reasons and "CAS01 (group code)" in reasons and "CAS03 (amount of triplet 1)" in reasons
+    assert "(?)" in reasons and "SE01 (segment count)" in reasons

@@ -130,9 +130,28 @@ class ColumnMapping:
 
 
 def _list(items: Iterable[str], limit: int = 12) -> str:
-    items = list(items)
+    items = [_column_name(c) for c in items]
     shown = ", ".join(items[:limit])
     return shown + (f", ... ({len(items)} in all)" if len(items) > limit else "") if items else "none"
+
+
+def _column_name(name: str, limit: int = 40) -> str:
+    """A column name fit for a message: a long one (a header-less file's first row is data) is not quoted."""
+    name = str(name)
+    if len(name) > limit or _CONTROL.search(name):
+        return f"<a {len(name)}-character name>"
+    return name
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\udc80-\udcff]")
+# What a message may quote from a row: short values that look like codes or dates, never
+# values of the text column (a wrong --label-col/--date-col/--id-col must not copy text out).
+_CODE_LIKE = re.compile(r"^[A-Za-z0-9_.:/#+\-]{1,40}$")
+_DATE_LIKE = re.compile(r"^[0-9/.\-: T+Z]{1,30}$")
+
+
+def _quotable(value: str, column: str | None, text_column: str | None, pattern: re.Pattern[str] = _CODE_LIKE) -> bool:
+    return column != text_column and bool(pattern.match(value))
 
 
 @dataclass(frozen=True)
@@ -385,6 +404,16 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, Mapping):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 def _has_bad_bytes(value: Any) -> bool:
     if isinstance(value, str):
         return bool(_NOT_UTF8.search(value))
@@ -395,10 +424,15 @@ def _has_bad_bytes(value: Any) -> bool:
     return False
 
 
-def _category_problem(code: str, taxonomy: Taxonomy, line: int) -> str | None:
+def _category_problem(code: str, taxonomy: Taxonomy, line: int, *, column: str, quotable: bool) -> str | None:
     if code in taxonomy and taxonomy[code].active:
         return None
     where = f"taxonomy '{taxonomy.name}' {taxonomy.version_id}"  # version_id hashes the document: only on a problem
+    if code not in taxonomy and not quotable:
+        return (
+            f"column '{_column_name(column)}' holds a value that is not a category code of {where} "
+            f"(not shown: it is long or looks like text); is --label-col the column with the codes?"
+        )
     if code not in taxonomy:
         return (
             f"category '{code}' is not in {where} (known: {taxonomy._known_codes()}); "
@@ -477,11 +511,13 @@ def read_records(
             continue
         rec = rec_or_reason
         if rec.id in first_seen:
+            quoted = roles.get("id") is None or _quotable(rec.id, roles.get("id"), roles["text"])
             result.rejects.append(
                 Reject(
                     line=line,
-                    id=rec.id,
-                    reason=f"id '{rec.id}' already appears on line {first_seen[rec.id]}; ids must be unique in a file, the later row is rejected",
+                    id=rec.id if quoted else "",
+                    reason=(f"id '{rec.id}'" if quoted else f"the id in column '{_column_name(str(roles['id']))}'")
+                    + f" already appears on line {first_seen[rec.id]}; ids must be unique in a file, the later row is rejected",
                     raw=row,
                 )
             )
@@ -522,8 +558,10 @@ def _to_record(
 
     raw_id = get("id")
     given_id = "" if raw_id is None else str(raw_id).strip()
+    # The id goes into the rejects file: only when it is a short code, never from the text column.
+    shown_id = given_id if _quotable(given_id, roles.get("id"), roles["text"]) else ""
 
-    def reject(reason: str, rid: str = given_id) -> Reject:
+    def reject(reason: str, rid: str = shown_id) -> Reject:
         return Reject(line=line, id=rid, reason=reason, raw=row)
 
     bad_cols = [c for c, v in row.items() if _has_bad_bytes(v)]
@@ -531,7 +569,14 @@ def _to_record(
         return reject(
             f"column(s) {_list(bad_cols)} hold bytes that are not UTF-8; save the file as UTF-8 "
             "(e.g. from Excel choose 'CSV UTF-8') and import again",
-            _NOT_UTF8.sub("?", given_id),
+            _NOT_UTF8.sub("?", given_id) if _quotable(_NOT_UTF8.sub("", given_id), roles.get("id"), roles["text"]) else "",
+        )
+    nul_cols = [c for c, v in row.items() if _has_nul(v) or "\x00" in str(c)]
+    if nul_cols:
+        return reject(
+            f"column(s) {_list(nul_cols)} hold a NUL character (\\0), which the store cannot keep "
+            "(PostgreSQL refuses it in text); remove it from the file and import again",
+            "" if "\x00" in shown_id else shown_id,
         )
     text_value = get("text")
     if isinstance(text_value, (dict, list)):
@@ -542,14 +587,18 @@ def _to_record(
     label_value = get("label")
     label = None if label_value is None else (str(label_value).strip() or None)
     if label is not None and taxonomy is not None:
-        problem = _category_problem(label, taxonomy, line)
+        problem = _category_problem(
+            label, taxonomy, line, column=str(roles["label"]), quotable=_quotable(label, roles["label"], roles["text"])
+        )
         if problem:
             return reject(problem)
     try:
         date = _parse_date(get("date"))
     except ValueError as exc:
+        value = str(exc)
+        shown = f"date '{value}'" if _quotable(value, roles["date"], roles["text"], _DATE_LIKE) else "the date (not shown)"
         return reject(
-            f"date '{exc}' in column '{roles['date']}' is not an ISO date; expected YYYY-MM-DD (e.g. 2024-03-05)"
+            f"{shown} in column '{_column_name(str(roles['date']))}' is not an ISO date; expected YYYY-MM-DD (e.g. 2024-03-05)"
         )
     source_value = get("source")
     source = (str(source_value).strip() if source_value is not None else "") or source_default

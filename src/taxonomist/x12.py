@@ -39,6 +39,7 @@ Writing
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -154,13 +155,23 @@ class Reject835:
     claim_id: str = ""
 
     def message(self) -> str:
-        where = f"segment {self.segment} ({self.segment_id or '?'}) of interchange {self.interchange or '?'}"
+        # Only names, positions and control numbers: a segment's elements hold patient names and member ids.
+        where = f"segment {self.segment} ({_name(self.segment_id)}) of interchange {_name(self.interchange, _CONTROL_NUMBER)}"
         if self.transaction:
-            where += f", transaction {self.transaction}"
+            where += f", transaction {_name(self.transaction, _CONTROL_NUMBER)}"
         return f"{where}: {self.reason}"
 
 
 # ----- reading ------------------------------------------------------------------------------
+_SEGMENT_NAME = re.compile(r"^[A-Z][A-Z0-9]{1,2}$")
+_CONTROL_NUMBER = re.compile(r"^[A-Za-z0-9]{1,14}$")
+
+
+def _name(value: str, pattern: re.Pattern[str] = _SEGMENT_NAME) -> str:
+    """A segment name or control number as reported; anything else (a misread segment's text) is '?'."""
+    return value if pattern.match(value or "") else "?"
+
+
 @dataclass
 class _Separators:
     element: str
@@ -191,13 +202,14 @@ _KNOWN = {
 }
 
 
-def _amount(value: str) -> float:
+def _amount(value: str, element: str = "amount") -> float:
+    """A decimal amount; the ValueError names the element (e.g. "CLP03 (charge)"), never the value."""
     try:
         d = Decimal(value)
     except InvalidOperation:
-        raise ValueError(value) from None
+        raise ValueError(element) from None
     if not d.is_finite():
-        raise ValueError(value)
+        raise ValueError(element)
     return float(round(d, 2))
 
 
@@ -240,7 +252,7 @@ def _parse_cas(el: Sequence[str]) -> list[Adjustment]:
         raise ValueError("CAS is truncated: it needs a group code and at least one reason code and amount")
     group = el[1]
     if group not in ("CO", "PR", "OA", "PI", "CR"):
-        raise ValueError(f"CAS group code '{group}' is not one of CO, PR, OA, PI")
+        raise ValueError("CAS01 (group code) is not one of CO, PR, OA, PI")
     out = []
     for k in range(2, len(el), 3):
         reason = el[k] if k < len(el) else ""
@@ -253,11 +265,11 @@ def _parse_cas(el: Sequence[str]) -> list[Adjustment]:
         try:
             value = _amount(amount)
         except ValueError:
-            raise ValueError(f"CAS amount '{amount}' is not a number") from None
+            raise ValueError(f"CAS{k + 1:02d} (amount of triplet {k // 3 + 1}) is not a number") from None
         try:
             quantity = _amount(qty) if qty else None
         except ValueError:
-            raise ValueError(f"CAS quantity '{qty}' is not a number") from None
+            raise ValueError(f"CAS{k + 2:02d} (quantity of triplet {k // 3 + 1}) is not a number") from None
         out.append(Adjustment(group=group, reason=reason, amount=value, quantity=quantity))
     if not out:
         raise ValueError("CAS is truncated: it has no reason code and amount")
@@ -304,6 +316,7 @@ def parse_835(source: str | Path | IO[str] | IO[bytes]) -> Iterator[Remit835Row 
                 rarcs=tuple(dict.fromkeys([*ln.rarcs, *c.rarcs])),
             )
 
+    _check_body_separators(raw_segments, seps, name)
     pos = 0
     for raw in raw_segments:
         seg = raw.strip("\r\n\t ")
@@ -311,33 +324,33 @@ def parse_835(source: str | Path | IO[str] | IO[bytes]) -> Iterator[Remit835Row 
             continue
         pos += 1
         el = seg.split(seps.element)
-        sid = el[0]
+        sid = el[0] if _SEGMENT_NAME.match(el[0]) else "?"
         try:
             if sid == "ISA":
-                isa13 = el[13].strip() if len(el) > 13 else ""
+                isa13 = _name(el[13].strip() if len(el) > 13 else "", _CONTROL_NUMBER)
             elif sid == "ST":
                 yield from finish_claim(claim)
                 claim, line = None, None
-                st02 = el[2] if len(el) > 2 else ""
+                st02 = _name(el[2] if len(el) > 2 else "", _CONTROL_NUMBER)
                 st_start, in_st, payer, payee = pos, True, "", ""
                 if len(el) < 2 or el[1] != "835":
-                    yield reject(pos, sid, f"transaction set '{el[1] if len(el) > 1 else ''}' is not an 835; it is skipped")
+                    yield reject(pos, sid, "the transaction set (ST01) is not an 835; it is skipped")
                     in_st = False
             elif sid == "SE":
                 yield from finish_claim(claim)
                 claim, line = None, None
                 count = pos - st_start + 1
                 if len(el) < 3 or el[1] != str(count):
-                    yield reject(pos, sid, f"SE says {el[1] if len(el) > 1 else 'nothing'} segments but the transaction has {count}; lines read are kept")
+                    yield reject(pos, sid, f"SE01 (segment count) does not say {count}, the segments the transaction has; lines read are kept")
                 elif el[2] != st02:
-                    yield reject(pos, sid, f"SE control number '{el[2]}' does not match ST02 '{st02}'")
+                    yield reject(pos, sid, f"SE02 (control number) does not match ST02 '{st02}'")
                 in_st = False
                 st02 = ""
             elif sid in ("GS", "GE", "IEA"):
                 pass
             elif not in_st:
                 if sid not in _KNOWN:
-                    yield reject(pos, sid, f"unknown segment '{sid[:3]}' outside a transaction; skipped")
+                    yield reject(pos, sid, f"unknown segment '{sid}' outside a transaction; skipped")
             elif sid == "N1":
                 n1_role = el[1] if len(el) > 1 else ""
                 if n1_role == "PR":
@@ -352,10 +365,10 @@ def parse_835(source: str | Path | IO[str] | IO[bytes]) -> Iterator[Remit835Row 
                     claim.bad = reject(pos, sid, "CLP is truncated (needs claim id, status, charge and payment); the claim is not imported")
                     continue
                 try:
-                    billed, paid = _amount(el[3]), _amount(el[4])
+                    billed, paid = _amount(el[3], "CLP03 (charge)"), _amount(el[4], "CLP04 (payment)")
                 except ValueError as exc:
                     claim = _Claim(pos, el[1], el[2], 0, 0, "")
-                    claim.bad = reject(pos, sid, f"CLP amount '{exc}' is not a number; the claim is not imported", el[1])
+                    claim.bad = reject(pos, sid, f"CLP {exc} is not a number; the claim is not imported", el[1])
                     continue
                 claim = _Claim(pos, el[1], el[2], billed, paid, el[8] if len(el) > 8 else "")
             elif sid == "SVC":
@@ -370,9 +383,9 @@ def parse_835(source: str | Path | IO[str] | IO[bytes]) -> Iterator[Remit835Row 
                     line.bad = reject(pos, sid, "SVC is truncated (needs procedure, charge and payment); the line is not imported", claim.claim_id)
                     continue
                 try:
-                    line.billed, line.paid = _amount(el[2]), _amount(el[3])
+                    line.billed, line.paid = _amount(el[2], "SVC02 (charge)"), _amount(el[3], "SVC03 (payment)")
                 except ValueError as exc:
-                    line.bad = reject(pos, sid, f"SVC amount '{exc}' is not a number; the line is not imported", claim.claim_id)
+                    line.bad = reject(pos, sid, f"SVC {exc} is not a number; the line is not imported", claim.claim_id)
             elif sid == "CAS":
                 if claim is None:
                     yield reject(pos, sid, "CAS before any CLP (segment out of order); skipped")
@@ -405,17 +418,31 @@ def parse_835(source: str | Path | IO[str] | IO[bytes]) -> Iterator[Remit835Row 
                 except ValueError:
                     target = line if (qual in ("472", "150") and line is not None) else claim
                     if target is not None and target.bad is None:
-                        target.bad = reject(pos, sid, f"DTM date '{value}' is not a CCYYMMDD date", claim.claim_id if claim else "")
+                        target.bad = reject(pos, sid, "DTM02 (date) is not a CCYYMMDD date", claim.claim_id if claim else "")
             elif sid == "REF":
                 if line is not None and len(el) > 2 and el[1] == "6R":
                     line.line_id = el[2]
             elif sid not in _KNOWN:
-                yield reject(pos, sid[:3], f"unknown segment '{sid[:3]}'; skipped")
+                yield reject(pos, sid, f"unknown segment '{sid}'; skipped")
         except IndexError:  # pragma: no cover - every branch checks lengths; keep reading regardless
             yield reject(pos, sid, "segment is truncated; skipped")
     yield from finish_claim(claim)
     if in_st:
         yield reject(pos, "SE", "the file ends inside a transaction (no SE); lines read are kept")
+
+
+def _check_body_separators(raw_segments: Sequence[str], seps: _Separators, source: str) -> None:
+    """Refuse a file whose body does not use the separators its ISA declares (one line, not a reject per segment)."""
+    body = [seg.strip("\r\n\t ") for seg in raw_segments[1:3]]
+    body = [seg for seg in body if seg]
+    first = body[0].split(seps.element) if body else ["GS"]
+    # A GS has 8 elements: more means the segment terminator is not the one declared either.
+    if raw_segments[0].count(seps.element) != 16 or not _SEGMENT_NAME.match(first[0]) or first[0] == "GS" and len(first) > 9:
+        raise RecordError(
+            f"'{source}': the segment after the ISA does not start with a segment name followed by the element "
+            f"separator {seps.element!r} that the ISA declares (segment terminator {seps.segment!r}); the body uses "
+            "other separators than its ISA: export the file again from the system that wrote it"
+        )
 
 
 def read_835(path: str | Path) -> Iterator[tuple[int, Union[Mapping[str, Any], str]]]:
