@@ -377,3 +377,60 @@ def test_a_headerless_file_does_not_quote_its_first_row(tmp_path: Path) -> None:
     with pytest.raises(ColumnMappingError) as err:
         read_records(path)
     assert "ZQXJ" not in str(err.value) and "-character name>" in str(err.value)
+
+
+# ----- Ctrl-C: exit 130 and say what was kept (issue 11) -------------------------------------
+def test_ctrl_c_exits_130_with_the_resume_hint(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import typer
+
+    import taxonomist.cli as cli
+    from taxonomist.cli._console import resumable
+
+    app = typer.Typer()
+    done = {"n": 0}
+
+    @app.command()
+    def work() -> None:
+        with resumable(lambda: f"{done['n']:,} of 5,000 records written to out.csv; rerun the same command to resume"):
+            done["n"] = 1200
+            raise KeyboardInterrupt
+
+    @app.command()
+    def plain() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_app", lambda: app)
+    for command, line in (
+        ("work", "interrupted: 1,200 of 5,000 records written to out.csv; rerun the same command to resume"),
+        ("plain", "interrupted"),
+    ):
+        with pytest.raises(SystemExit) as exc:
+            cli.main([command])
+        assert exc.value.code == 130  # typer returned 130 and main used to exit 0
+        assert capsys.readouterr().err.strip().splitlines() == [line]
+
+
+def test_import_interrupted_says_nothing_was_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import taxonomist.store as store_module
+    from taxonomist.cli import main
+
+    path = tmp_path / "denials.csv"
+    write_denials_csv(path, 50, {})
+    db = tmp_path / "s.db"
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m, pytest.raises(SystemExit) as exc:
+        m.setattr(store_module.Store, "add_records", interrupted)
+        main(["import", str(path), "--db", str(db), "--who", "t"])
+    assert exc.value.code == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "interrupted: no records from denials.csv were stored (they are written in one transaction); "
+        "rerun the same command to import it"
+    )
+    main(["import", str(path), "--db", str(db), "--who", "t"])
+    with Store.open(db) as store:
+        assert store.stats()["records"] == 50

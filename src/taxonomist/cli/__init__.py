@@ -40,12 +40,17 @@ def main(argv: list[str] | None = None) -> None:
     # Weights come from installed packages; never reach for a model hub.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    app = build_app()
+    from ._console import Interrupted
+
     try:
-        app(args=argv, standalone_mode=False)
+        app = build_app()
+        status = app(args=argv, standalone_mode=False)
     except TaxonomistError as exc:
         typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
         sys.exit(1)
+    except Interrupted as exc:  # Ctrl-C inside `resumable`: what was kept and how to resume
+        typer.secho(f"interrupted: {exc}", err=True)
+        sys.exit(130)
     except KeyboardInterrupt:
         typer.secho("interrupted", err=True)
         sys.exit(130)
@@ -62,6 +67,12 @@ def main(argv: list[str] | None = None) -> None:
             typer.secho("aborted", err=True)
             sys.exit(1)
         raise
+    # Without standalone mode typer *returns* the status of `typer.Exit(n)`, and turns Ctrl-C
+    # outside `resumable` into a returned 130: both used to end in exit status 0.
+    if isinstance(status, int) and not isinstance(status, bool) and status != 0:
+        if status == 130:
+            typer.secho("interrupted", err=True)
+        sys.exit(status)
 
 
 def _click_exceptions() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from ..errors import RecordError
-from ._console import console, err_console, progress
+from ._console import console, err_console, progress, resumable
 
 __all__ = ["register", "Db", "Who"]
 
@@ -77,7 +77,9 @@ def import_records(
     """Import labelled or unlabelled records. Bad rows go to a rejects file with their line and reason; every valid row is kept.
 
     Importing the same file again changes nothing. Exits 0 when some rows were
-    rejected but others kept, 1 when nothing could be read.
+    rejected but others kept, 1 when nothing could be read, 130 on Ctrl-C (the
+    records are written in one transaction: all of them or none, so rerunning
+    the same command resumes).
     """
     from ..records import ColumnMapping, count_rows, read_records, write_rejects
     from ..store import Store
@@ -90,7 +92,15 @@ def import_records(
     if not file.is_file():
         raise RecordError(f"input file '{file}' does not exist" if not file.exists() else f"input '{file}' is not a file")
 
-    with Store.open(db) as store:
+    # What an interrupt leaves: nothing until the one transaction that writes the records commits.
+    stored: list[int] = []
+
+    def kept() -> str:
+        if stored:
+            return f"all {stored[0]:,} records from {file.name} were stored before the interrupt; nothing to redo"
+        return f"no records from {file.name} were stored (they are written in one transaction); rerun the same command to import it"
+
+    with resumable(kept), Store.open(db) as store:
         if tax is not None:
             store.save_taxonomy(tax)
         else:
@@ -127,6 +137,7 @@ def import_records(
             added = store.import_crosswalk_history(result.records, cw, who=who, taxonomy=tax)
         else:
             added = store.add_records(result.records, who=who, taxonomy_version=tax.version_id if tax else None)
+        stored.append(added.inserted + added.unchanged)
     _summary(file, result.read, added.inserted, added.unchanged, len(added.conflicts), len(result.rejects))
     if added.labels_added:
         how = f" (their codes translated through the {cw.source} crosswalk)" if cw else ""
