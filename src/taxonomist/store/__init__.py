@@ -21,12 +21,13 @@ import datetime as dt
 import hashlib
 import json
 import os
+import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import func, select, update
@@ -54,6 +55,7 @@ __all__ = [
     "LATEST_VERSION",
 ]
 
+T = TypeVar("T")
 DB_FILENAME = "taxonomist.db"
 _CHUNK = 500
 # Bulk writes go through Core tables: the ORM's bulk path costs ~3x more per row here.
@@ -161,10 +163,14 @@ class Store:
         kwargs: dict[str, Any] = {"echo": echo, "future": True}
         if parsed.get_backend_name() == "sqlite":
             if parsed.database and parsed.database != ":memory:":
+                from .._private import private_dir, private_file
+
                 try:
-                    Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+                    private_dir(Path(parsed.database).parent)
+                    # Record text is PHI: a new store (and its -wal/-shm, which copy its mode) is 0600.
+                    private_file(parsed.database)
                 except OSError as exc:
-                    raise StoreError(f"cannot create the folder for the store {shown}: {exc.strerror}") from None
+                    raise StoreError(f"cannot create the store {shown}: {exc.strerror}") from None
         try:
             engine = sa.create_engine(url, **kwargs)
         except ModuleNotFoundError as exc:
@@ -176,8 +182,12 @@ class Store:
             raise StoreError(f"no database driver for '{shown}'; expected sqlite:/// or postgresql+psycopg://") from None
         if engine.dialect.name == "sqlite":
             sa.event.listen(engine, "connect", _sqlite_pragmas)
+            sa.event.listen(engine, "before_cursor_execute", _sqlite_started)
+            sa.event.listen(engine, "handle_error", lambda context: _sqlite_locked(context, shown))
         try:
-            migrate(engine, where=shown)
+            # Two processes opening a new store at once both try to create its tables: the loser retries
+            # and finds them made.
+            _retrying(lambda: migrate(engine, where=shown), (sa.exc.IntegrityError, sa.exc.ProgrammingError, sa.exc.OperationalError))
         except StoreError:
             engine.dispose()
             raise
@@ -404,25 +414,33 @@ class Store:
 
     # ----- taxonomy versions and relabelling ----------------------------------------------
     def save_taxonomy(self, taxonomy: Taxonomy) -> str:
-        """Store this version (if new) and make it the latest; returns its version id."""
+        """Store this version (if new) and make it the latest; returns its version id.
+
+        Safe to race: when another process stores the same version between our
+        read and our insert, the unique violation is caught and the row re-read.
+        """
         vid = taxonomy.version_id
-        with self._session() as s:
-            top = s.execute(
-                select(TaxonomyVersionRow.version_id, TaxonomyVersionRow.position)
-                .order_by(TaxonomyVersionRow.position.desc()).limit(1)
-            ).first()
-            if top is not None and top[0] == vid:
-                return vid
-            position = (top[1] if top is not None else 0) + 1
-            row = s.get(TaxonomyVersionRow, vid)
-            if row is not None:
-                row.position = position
-            else:
-                s.add(TaxonomyVersionRow(
-                    version_id=vid, name=taxonomy.name, document=taxonomy.to_yaml(),
-                    changelog_entry=taxonomy.changelog[-1].to_dict() if taxonomy.changelog else None,
-                    created=_now(), position=position,
-                ))
+
+        def save() -> None:
+            with self._session() as s:
+                top = s.execute(
+                    select(TaxonomyVersionRow.version_id, TaxonomyVersionRow.position)
+                    .order_by(TaxonomyVersionRow.position.desc()).limit(1)
+                ).first()
+                if top is not None and top[0] == vid:
+                    return
+                position = (top[1] if top is not None else 0) + 1
+                row = s.get(TaxonomyVersionRow, vid)
+                if row is not None:
+                    row.position = position
+                else:
+                    s.add(TaxonomyVersionRow(
+                        version_id=vid, name=taxonomy.name, document=taxonomy.to_yaml(),
+                        changelog_entry=taxonomy.changelog[-1].to_dict() if taxonomy.changelog else None,
+                        created=_now(), position=position,
+                    ))
+
+        _retrying(save, (sa.exc.IntegrityError,))
         return vid
 
     def get_taxonomy(self, version_id: str | None = None) -> Taxonomy | None:
@@ -778,14 +796,59 @@ def _safe_url(url: str) -> str:
         return url
 
 
+_BUSY_TIMEOUT_S = 30
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # Foreign keys on, so SQLite enforces what PostgreSQL does. WAL with
     # synchronous=NORMAL makes a commit ~10x cheaper and never corrupts the file;
-    # a power cut can lose only the last commits.
+    # a power cut can lose only the last commits. A writer waits up to
+    # _BUSY_TIMEOUT_S for another process's write lock, then `_sqlite_locked` says so.
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_S * 1000}")
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()
 
+
+def _sqlite_started(conn: Any, _cursor: Any, _statement: Any, _params: Any, _context: Any, _many: bool) -> None:
+    conn.info["taxonomist_started"] = time.monotonic()
+
+
+class _StoreLocked(StoreError):
+    """Another process held the SQLite write lock longer than the busy timeout."""
+
+    def __init__(self, message: str, waited: float) -> None:
+        super().__init__(message)
+        self.waited = waited
+
+
+def _sqlite_locked(context: Any, shown: str) -> None:
+    """handle_error hook: SQLite's 'database is locked' becomes one StoreError line instead of a traceback."""
+    orig = context.original_exception
+    if not (isinstance(orig, Exception) and type(orig).__name__ == "OperationalError" and "locked" in str(orig)):
+        return
+    started = context.connection.info.get("taxonomist_started") if context.connection is not None else None
+    waited = time.monotonic() - started if started is not None else float(_BUSY_TIMEOUT_S)
+    raise _StoreLocked(
+        f"the store {shown} is locked by another process (waited {waited:.0f} s); retry when it finishes",
+        waited,
+    ) from None
+
+
+def _retrying(action: Callable[[], T], retry_on: tuple[type[BaseException], ...], attempts: int = 3) -> T:
+    """Run a transaction again when it lost a race: a unique violation (re-read finds the winner's row),
+    or SQLite refusing a lock at once (a read snapshot that cannot be upgraded) rather than after its timeout.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except _StoreLocked as exc:
+            if exc.waited >= 1.0 or attempt == attempts:
+                raise
+        except retry_on:
+            if attempt == attempts:
+                raise
+        time.sleep(0.05 * attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
