@@ -79,3 +79,72 @@ def test_static_embedder_averages_token_vectors(tmp_path):
     np.testing.assert_allclose(np.linalg.norm(v[:2], axis=1), 1.0, atol=1e-5)
     assert not v[2].any()  # no tokens: zero vector, not NaN
     assert minilm_path().is_dir()
+
+
+# ----- the cache key is keyed (issue 11): no model needed -------------------------------------
+class _CountingEmbedder:
+    """A tiny real Embedder: vectors from character counts, so the cache is exercised without a model."""
+
+    @staticmethod
+    def make(cache):
+        from taxonomist.embed import Embedder
+
+        class Counting(Embedder):
+            model_id, dim = "counting", 4
+
+            def _encode(self, texts):
+                return np.array([[len(t), t.count("a") + 1, t.count("e") + 1, 1] for t in texts], dtype=np.float32)
+
+        return Counting(cache=cache)
+
+
+def test_cache_keys_are_hmac_under_a_private_installation_secret(tmp_path, isolated_state):
+    import hashlib
+    import hmac
+    import stat
+
+    from taxonomist.embed import cache_secret
+
+    guess = "PATIENT JANE ROE member W123456789"
+    cache = EmbeddingCache(tmp_path / "e.sqlite")
+    embedder = _CountingEmbedder.make(cache)
+    embedder.encode([guess, "another note", guess])
+    assert embedder.n_encoded == 2
+    secret_file = isolated_state / "cache.key"
+    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "e.sqlite").stat().st_mode) == 0o600
+    secret = cache_secret()
+    assert len(secret) == 32 and cache_secret() == secret  # created once, then read back
+    keys = {k for (k,) in sqlite3.connect(tmp_path / "e.sqlite").execute("SELECT text_key FROM vectors")}
+    plain = hashlib.sha256(guess.encode()).hexdigest()
+    assert plain not in keys  # a guess cannot be checked by hashing it
+    assert hmac.new(secret, guess.encode(), hashlib.sha256).hexdigest() in keys
+    dump = "\n".join(sqlite3.connect(tmp_path / "e.sqlite").iterdump())
+    assert "JANE" not in dump and plain not in dump
+    # Another installation (another secret) does not find this one's entries.
+    other = _CountingEmbedder.make(EmbeddingCache(tmp_path / "e.sqlite", secret=b"x" * 32))
+    other.encode([guess])
+    assert other.n_encoded == 1
+
+
+def test_a_cache_with_plain_hash_keys_is_dropped(tmp_path):
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE embeddings (model_id TEXT, text_hash TEXT, dim INTEGER, vector BLOB)")
+    conn.execute("INSERT INTO embeddings VALUES ('counting', 'abc', 4, x'00')")
+    conn.commit()
+    conn.close()
+    EmbeddingCache(path).close()
+    tables = {t for (t,) in sqlite3.connect(path).execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert tables == {"vectors"}
+
+
+def test_processes_starting_together_share_one_secret(tmp_path):
+    import subprocess
+
+    code = "from taxonomist.embed import cache_secret; print(cache_secret().hex())"
+    env = {**__import__("os").environ, "TAXONOMIST_HOME": str(tmp_path / "home")}
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=env, text=True) for _ in range(4)]
+    outs = {p.communicate(timeout=60)[0].strip() for p in procs}
+    assert len(outs) == 1 and len(outs.pop()) == 64
+    assert [p.name for p in (tmp_path / "home").iterdir()] == ["cache.key"]  # no temporary file left

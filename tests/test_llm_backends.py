@@ -229,10 +229,31 @@ def test_memory_cache_round_trip_marks_hits():
     cache = MemoryResponseCache()
     req = ask("hi")
     r = ChatResponse(text="card_arrival", model="m", prompt_tokens=5, choice_probs={"card_arrival": 1.0})
-    assert cache.get(req.key("m")) is None
-    cache.put(req.key("m"), "m", r)
-    hit = cache.get(req.key("m"))
+    url = "http://127.0.0.1:1/v1"
+    assert cache.get(req.key("m", endpoint=url)) is None
+    cache.put(req.key("m", endpoint=url), "m", r)
+    hit = cache.get(req.key("m", endpoint=url))
     assert hit.from_cache and hit.text == "card_arrival" and hit.choice_probs == {"card_arrival": 1.0}
-    assert req.key("m") != req.key("other-model") != ask("hi!").key("m")
+    assert req.key("m", endpoint=url) != req.key("other-model", endpoint=url) != ask("hi!").key("m", endpoint=url)
     assert Price(input=1.0).cost(hit) == 0.0  # a cache hit costs nothing
     assert PriceTable().price("llama.cpp:x").cpu_hour > 0
+
+
+def test_cache_key_covers_endpoint_model_and_prompt_version():
+    """A switched endpoint (same model name) or new prompt wording is never answered from the old cache."""
+    from taxonomist.llm.backends import LlamaCppBackend, OpenAICompatibleBackend
+    from taxonomist.llm.prompt import prompt_id
+
+    req = ask("hi")
+    key = req.key("m", endpoint="http://server-a:8080/v1")
+    assert key == req.key("m", endpoint="HTTP://Server-A:8080/v1/")  # the same server written differently
+    assert key == req.key("m", endpoint="http://server-a:8080/v1", prompt_version=prompt_id())
+    assert key != req.key("m", endpoint="http://server-b:8080/v1")
+    assert key != req.key("m", endpoint="http://server-a:8080/v2")
+    assert key != req.key("m2", endpoint="http://server-a:8080/v1")
+    assert key != req.key("m", endpoint="http://server-a:8080/v1", prompt_version="p2-0000")
+    with pytest.raises(TypeError):
+        req.key("m")  # the endpoint cannot be forgotten
+    remote = OpenAICompatibleBackend(base_url="http://127.0.0.1:9/v1", model="m")
+    assert remote.endpoint == "http://127.0.0.1:9/v1"
+    assert LlamaCppBackend.endpoint == ""  # set per instance from its model file

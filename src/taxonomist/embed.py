@@ -14,15 +14,20 @@ shape). Two back-ends compute the same all-MiniLM-L6-v2 vectors (to ~1e-7):
 * `StaticEmbedder` ("minilm-static"): a per-token table distilled locally from
   MiniLM (model2vec-style); thousands of texts/s, a few points less accurate.
 
-The cache is keyed by (model id, SHA-256 of the text) and stores only vectors,
-never the text (record text is protected health information).
+The cache is keyed by (model id, HMAC-SHA256 of the text under a secret kept
+in the user's data directory, 0600) and stores only vectors, never the text
+(record text is protected health information). A plain hash would let anyone
+holding the cache test whether a guessed text was processed; the keyed one does
+not without the secret.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import hmac
 import os
+import secrets
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
@@ -41,6 +46,7 @@ __all__ = [
     "SentenceTransformerEmbedder",
     "StaticEmbedder",
     "EmbeddingCache",
+    "cache_secret",
     "EMBEDDERS",
     "DEFAULT_EMBEDDER",
     "get_embedder",
@@ -68,26 +74,83 @@ def minilm_path() -> Path:
     return Path(pkg.get_model_path())
 
 
-def text_key(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+def data_dir() -> Path:
+    """The user's data directory: $TAXONOMIST_HOME, else the platform user data directory."""
+    home = os.environ.get("TAXONOMIST_HOME")
+    if home:
+        return Path(home)
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("taxonomist"))
+
+
+_SECRET_FILE = "cache.key"
+
+
+def cache_secret(directory: str | Path | None = None) -> bytes:
+    """This installation's cache secret (32 random bytes), created 0600 on first use in `data_dir()`.
+
+    Created atomically (written to a private temporary file, then hard-linked
+    into place), so processes starting together agree on one secret.
+    """
+    from ._private import private_dir
+
+    folder = private_dir(Path(directory) if directory is not None else data_dir())
+    path = folder / _SECRET_FILE
+    if not path.exists():
+        tmp = folder / f".{_SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        try:
+            os.write(fd, secrets.token_hex(32).encode("ascii") + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process made it first: use theirs
+        finally:
+            tmp.unlink()
+    value = path.read_text(encoding="ascii").strip()
+    if len(value) != 64:
+        raise EngineError(f"the cache secret {path} is damaged ({len(value)} characters, expected 64); delete it and the caches")
+    return bytes.fromhex(value)
+
+
+def text_key(text: str, secret: bytes) -> str:
+    """The cache key of a text: HMAC-SHA256 under the installation secret (no guess can be checked without it)."""
+    return hmac.new(secret, text.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
 
 
 # ----- cache ---------------------------------------------------------------------------
 class EmbeddingCache:
-    """Vectors in a SQLite file, keyed by (model id, text hash). Safe to share between processes."""
+    """Vectors in a SQLite file (0600), keyed by (model id, keyed text hash). Safe to share between processes.
 
-    def __init__(self, path: str | Path | None = None) -> None:
+    `secret` defaults to the installation's (`cache_secret()`); `key(text)` is the text's key.
+    """
+
+    def __init__(self, path: str | Path | None = None, *, secret: bytes | None = None) -> None:
+        from ._private import private_dir, private_file
+
         self.path = Path(path) if path is not None else cache_dir() / "embeddings.sqlite"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
+        private_file(self.path)
+        self._secret = secret if secret is not None else cache_secret()
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")
+        # Caches written before the keyed hash (table `embeddings`, plain SHA-256 keys) let a guess be
+        # checked: drop them.
+        self._conn.execute("DROP TABLE IF EXISTS embeddings")
         self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS embeddings ("
-            " model_id TEXT NOT NULL, text_hash TEXT NOT NULL, dim INTEGER NOT NULL, vector BLOB NOT NULL,"
-            " PRIMARY KEY (model_id, text_hash))"
+            "CREATE TABLE IF NOT EXISTS vectors ("
+            " model_id TEXT NOT NULL, text_key TEXT NOT NULL, dim INTEGER NOT NULL, vector BLOB NOT NULL,"
+            " PRIMARY KEY (model_id, text_key))"
         )
         self._conn.commit()
+
+    def key(self, text: str) -> str:
+        return text_key(text, self._secret)
 
     def get_many(self, model_id: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
@@ -96,7 +159,7 @@ class EmbeddingCache:
                 chunk = list(keys[i : i + 500])
                 marks = ",".join("?" * len(chunk))
                 rows = self._conn.execute(
-                    f"SELECT text_hash, vector FROM embeddings WHERE model_id = ? AND text_hash IN ({marks})",
+                    f"SELECT text_key, vector FROM vectors WHERE model_id = ? AND text_key IN ({marks})",
                     [model_id, *chunk],
                 )
                 for key, blob in rows:
@@ -106,14 +169,14 @@ class EmbeddingCache:
     def put_many(self, model_id: str, items: Iterable[tuple[str, np.ndarray]]) -> None:
         rows = [(model_id, k, int(v.shape[0]), np.asarray(v, dtype=np.float32).tobytes()) for k, v in items]
         with self._lock:
-            self._conn.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?)", rows)
+            self._conn.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?, ?)", rows)
             self._conn.commit()
 
     def count(self, model_id: str | None = None) -> int:
         with self._lock:
             if model_id is None:
-                return self._conn.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
-            return self._conn.execute("SELECT COUNT(*) FROM embeddings WHERE model_id = ?", (model_id,)).fetchone()[0]
+                return self._conn.execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
+            return self._conn.execute("SELECT COUNT(*) FROM vectors WHERE model_id = ?", (model_id,)).fetchone()[0]
 
     def close(self) -> None:
         with self._lock:
@@ -143,7 +206,8 @@ class Embedder:
         texts = [str(t) for t in texts]
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        keys = [text_key(t) for t in texts]
+        # Without a cache the texts themselves tell duplicates apart.
+        keys = [self.cache.key(t) for t in texts] if self.cache is not None else texts
         # TAXONOMIST_EMBED_CACHE=write embeds everything afresh (benchmarks time the model, not the cache).
         read = self.cache is not None and os.environ.get("TAXONOMIST_EMBED_CACHE", "on") != "write"
         found = self.cache.get_many(self.model_id, sorted(set(keys))) if read else {}

@@ -15,6 +15,7 @@ goes straight into the retriever.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BudgetExceededError, EngineError, TaxonomyError
-from ..prediction import Alternative, Evidence, Prediction
+from ..prediction import Evidence, Prediction, Reason
 from ..taxonomy import ABSTAIN, Taxonomy, load_taxonomy
 from .base import Engine, Manifest, create_engine, load_engine, register_engine
 
@@ -94,6 +95,15 @@ class LlmEngine(Engine):
 
     name = "llm"
     extra = "llm"
+    family = "prompted"
+    label = "llm (SmolLM2 RAG)"
+    cost_kind = "tokens"
+    budget_kind = "llm"
+    # A cascade: the LLM (SmolLM2, in-process) answers only when retrieval is unsure, short prompts.
+    test_params = {"n_examples": 2, "shortlist": 4, "route_above": 0.4, "allow_none": False}
+    # ~7 s a prompt on 2 cores (its default 1,500-token RAG prompt): one fixed sample of the held-out set, nothing else.
+    demo_caps = {"max_train": 1500, "seeds": 1, "ks": ("all",), "batch_size": 4,
+                 "skip": ("backtest", "new_category", "merge", "network_import")}
 
     def __init__(
         self,
@@ -355,7 +365,7 @@ class LlmEngine(Engine):
     def _ask(self, request: Any) -> Any:
         backend = self._backend()
         cache = self._cache()
-        key = request.key(backend.model_id)
+        key = request.key(backend.model_id, endpoint=getattr(backend, "endpoint", ""))
         if cache is not None:
             hit = cache.get(key)
             if hit is not None:
@@ -482,21 +492,40 @@ class LlmEngine(Engine):
             if on_prediction is not None:
                 on_prediction(i, p)
 
+        self._threaded(len(texts), one, done)
+        return [p for p in done if p is not None]
+
+    def _answers(self, texts: list[str]) -> list[LlmAnswer]:
+        """Every text's answer, calls in parallel up to the backend's limit (budget errors carry what was done)."""
+        self._builder()
+        scored = self._shortlists(texts)
+        done: list[LlmAnswer | None] = [None] * len(texts)
+
+        def one(i: int) -> None:
+            done[i] = self._answer(texts[i], scored[i])
+
+        self._threaded(len(texts), one, done)
+        return [a for a in done if a is not None]
+
+    def _threaded(self, n: int, one: Any, done: list) -> None:
+        """Run `one(i)` for i < n on the backend's concurrency; a budget stop keeps what finished."""
+
         workers = max(1, min(self.max_concurrency, getattr(self._backend(), "max_concurrency", 1)))
         try:
             if workers == 1:
-                for i in range(len(texts)):
+                for i in range(n):
                     one(i)
             else:
                 with ThreadPoolExecutor(max_workers=workers) as pool:
-                    for f in [pool.submit(one, i) for i in range(len(texts))]:
+                    for f in [pool.submit(one, i) for i in range(n)]:
                         f.result()
         except BudgetExceededError as exc:
             kept = [p for p in done if p is not None]
+            if kept and isinstance(kept[0], LlmAnswer):
+                kept = self._to_predictions(kept)
             exc.predictions = kept  # type: ignore[attr-defined]
             exc.done = [i for i, p in enumerate(done) if p is not None]  # type: ignore[attr-defined]
             raise
-        return [p for p in done if p is not None]
 
     def _row(self, ans: LlmAnswer, index: dict[str, int]) -> np.ndarray:
         """The answer's distribution over `classes_` (NONE's mass left out), before calibration."""
@@ -512,39 +541,48 @@ class LlmEngine(Engine):
         row[[index[c] for c in short]] = 1.0 / len(short)
         return row
 
-    def _finish(self, ans: LlmAnswer) -> LlmAnswer:
-        """Most probable allowed code, calibrated confidence (when a calibrator is attached), threshold."""
+    def _to_predictions(self, answers: Sequence[LlmAnswer], *, ids=None, top_k: int = 5, evidence: bool = True,
+                        taxonomy: Any = None, code_map: Any = None) -> list[Prediction]:
+        """Answers through the one decision path (calibration, threshold, taxonomy version, reasons)."""
+        index = {str(c): i for i, c in enumerate(self.classes_)}
+        rows = []
+        for ans in answers:
+            row = self._row(ans, index)
+            if ans.category in index and ans.probs:  # the model's greedy answer wins ties
+                row[index[ans.category]] += 1e-9
+                row /= row.sum()
+            rows.append(row)
+        proba = np.vstack(rows) if rows else np.zeros((0, len(index)))
         calibrator = getattr(self, "calibrator_", None)
-        if ans.category != ABSTAIN:
-            ans.category = _best(ans.probs, ans.category)
-            if calibrator is not None:
-                index = {str(c): i for i, c in enumerate(self.classes_)}
-                row = calibrator.apply(self._row(ans, index)[None, :])[0]
-                ans.probs = {str(self.classes_[i]): float(row[i]) for i in np.flatnonzero(row > 1e-9)}
-            if ans.probs:
-                ans.confidence = float(ans.probs.get(ans.category, ans.confidence))
-            threshold = self._abstain_threshold() or 0.0
-            if ans.confidence < threshold:
-                ans.category = ABSTAIN
-                ans.extra["below_threshold"] = threshold
-        return ans
+        if calibrator is not None:
+            proba = calibrator.apply(proba)
+        forced = [
+            None if a.category != ABSTAIN else (Reason.INVALID_OUTPUT if a.extra.get("invalid_output") else Reason.OUT_OF_SCOPE)
+            for a in answers
+        ]
+        preds = self._decide(
+            proba, [], ids=ids, top_k=top_k, taxonomy=taxonomy, code_map=code_map,
+            evidence=[a.evidence for a in answers] if evidence else None, start=time.perf_counter(),
+            forced=forced, costs=[a.cost_usd for a in answers], extras=[a.extra for a in answers],
+            route=None,
+        )
+        return [dataclasses.replace(p, latency_ms=max(a.latency_ms, 1e-3), route=a.extra.get("routed", self.name))
+                for p, a in zip(preds, answers)]
 
     def _to_prediction(self, ans: LlmAnswer, top_k: int = 5) -> Prediction:
-        ans = self._finish(ans)
-        alts = sorted(((c, p) for c, p in ans.probs.items() if c != ABSTAIN), key=lambda x: -x[1])
-        if len(alts) < top_k:  # pad with the other classes at score 0 so top-k is always k long
-            seen = {c for c, _ in alts}
-            alts += [(str(c), 0.0) for c in self.classes_ if str(c) not in seen][: top_k - len(alts)]
-        return Prediction(
-            category=ans.category,
-            confidence=float(min(1.0, max(0.0, ans.confidence))),
-            alternatives=tuple(Alternative(c, float(p)) for c, p in alts[:top_k]),
-            evidence=ans.evidence,
-            model_id=self.model_id,
-            latency_ms=max(ans.latency_ms, 1e-3),
-            cost_usd=ans.cost_usd,
-            extra=ans.extra,
-        )
+        return self._to_predictions([ans], top_k=top_k)[0]
+
+    def predict_batch(self, texts: Iterable[str], *, ids: Sequence[str] | None = None, top_k: int = 5,
+                      evidence: bool = True, taxonomy: Any = None, code_map: Any = None) -> list[Prediction]:
+        """The one decision path, with the LLM's calls threaded and budget-aware (see `predict_many`)."""
+        from .base import _as_texts
+
+        self._check_fitted()
+        texts = _as_texts(texts)
+        if ids is not None and len(ids) != len(texts):
+            raise EngineError(f"predict_batch: {len(texts)} texts but {len(ids)} ids; give one id per text or none")
+        answers = self._answers(texts)
+        return self._to_predictions(answers, ids=ids, top_k=top_k, evidence=evidence, taxonomy=taxonomy, code_map=code_map)
 
     # ----- the engine contract -------------------------------------------------------------
     def _predict_proba(self, texts: list[str]) -> np.ndarray:
@@ -553,25 +591,6 @@ class LlmEngine(Engine):
         index = {str(c): i for i, c in enumerate(self.classes_)}
         rows = [self._row(self._answer(text, scored), index) for text, scored in zip(texts, self._shortlists(texts))]
         return np.vstack(rows)
-
-    def predict(self, texts: Iterable[str]) -> np.ndarray:
-        """Codes, or NONE where the model abstained or confidence is under the threshold."""
-        from .base import _as_texts
-
-        self._check_fitted()
-        texts = _as_texts(texts)
-        if not texts:
-            return np.array([], dtype=object)
-        self._builder()
-        out = [self._finish(self._answer(text, scored)).category for text, scored in zip(texts, self._shortlists(texts))]
-        return np.array(out, dtype=object)
-
-    def predict_one(self, text: str, *, top_k: int = 5) -> Prediction:
-        self._check_fitted()
-        if text is None:
-            raise EngineError("text is missing (None); every record needs text")
-        self._builder()
-        return self._to_prediction(self._answer(str(text)), top_k=top_k)
 
     # ----- save / load ---------------------------------------------------------------------
     def _save_weights(self, directory: Path) -> dict[str, Any]:
@@ -680,11 +699,3 @@ def _choice_probs(response: Any, choices: Sequence[str], code: str | None) -> tu
                 break
     total = sum(probs.values())
     return {c: p / total for c, p in probs.items()}, "token_logprobs"
-
-
-def _best(probs: dict[str, float], chosen: str) -> str:
-    """The most probable non-NONE choice (the model's greedy answer on ties)."""
-    if not probs:
-        return chosen
-    best = max(probs.items(), key=lambda kv: (kv[1], kv[0] == chosen))
-    return best[0] if best[0] != ABSTAIN else chosen

@@ -71,14 +71,34 @@ class ChatRequest:
     seed: int = 0
     top_logprobs: int = 5
 
-    def key(self, model: str) -> str:
-        """Stable hash of everything that determines the answer: the response-cache key."""
+    def key(self, model: str, *, endpoint: str, prompt_version: str | None = None) -> str:
+        """Stable hash of everything that determines the answer: the response-cache key.
+
+        `endpoint` (the backend's `endpoint`: server URL or model file) is required so
+        a switched server is never answered from the old one's cache; `prompt_version`
+        defaults to the current `prompt_id()`.
+        """
+        if prompt_version is None:
+            from .prompt import prompt_id
+
+            prompt_version = prompt_id()
         payload = json.dumps(
-            [model, list(self.messages), list(self.choices), self.max_tokens, self.temperature, self.seed],
+            [model, _endpoint_key(endpoint), prompt_version, list(self.messages), list(self.choices),
+             self.max_tokens, self.temperature, self.seed],
             sort_keys=True,
             ensure_ascii=False,
         )
         return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _endpoint_key(endpoint: str) -> str:
+    """The endpoint as cache keys see it: trailing slashes and the scheme/host case do not make a new server."""
+    text = str(endpoint).strip().rstrip("/")
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        return text
+    host, slash, path = rest.partition("/")
+    return f"{scheme.lower()}://{host.lower()}{slash}{path}"
 
 
 @dataclass(frozen=True)
@@ -157,6 +177,8 @@ class Backend:
 
     #: Model identifier recorded with every prediction and used in cache keys.
     model_id: str = ""
+    #: Where the model runs (server URL, model file), part of cache keys: another endpoint never hits this one's cache.
+    endpoint: str = ""
     #: How many requests `complete_many` may run at once.
     max_concurrency: int = 1
     #: Seconds of CPU (cores × wall time) a call costs, for CPU-hour pricing of local models.
@@ -277,6 +299,7 @@ class OpenAICompatibleBackend(Backend):
             raise BackendError(f"structured='{structured}' is not known; expected one of {', '.join(STRUCTURED_MODES)}")
         openai = require("openai", "llm", "an OpenAI-compatible endpoint")
         self.base_url = base_url
+        self.endpoint = base_url
         self.model = model
         self.model_id = model
         self.api_key_env = api_key_env
@@ -508,6 +531,7 @@ class LlamaCppBackend(Backend):
         self.n_batch = n_batch
         self.seed = seed
         self.model_id = f"llama.cpp:{self.model_path.stem}"
+        self.endpoint = f"file:{self.model_path.resolve()}"
         self.max_concurrency = 1
         self.cpu_cores = float(self.n_threads)
         self._lock = threading.RLock()

@@ -1,9 +1,10 @@
 """The LLM response cache: one small interface, in memory or in the record store.
 
-Keyed by `ChatRequest.key(model)` (a hash of the whole prompt, the allowed
-choices, decoding parameters and the model id), so an unchanged prompt costs
-nothing the second time and any change (taxonomy edit, new example, other
-model) misses. The store holds responses as JSON, never pickles.
+Keyed by `ChatRequest.key(model, endpoint=...)` (a hash of the model id, the
+endpoint URL or model file, the prompt version, the whole prompt, the allowed
+choices and the decoding parameters), so an unchanged prompt costs nothing the
+second time and any change (taxonomy edit, new example, other model, another
+server behind the same model name, new prompt wording) misses. The store holds responses as JSON, never pickles.
 """
 
 from __future__ import annotations
