@@ -257,3 +257,45 @@ def test_cache_key_covers_endpoint_model_and_prompt_version():
     remote = OpenAICompatibleBackend(base_url="http://127.0.0.1:9/v1", model="m")
     assert remote.endpoint == "http://127.0.0.1:9/v1"
     assert LlamaCppBackend.endpoint == ""  # set per instance from its model file
+
+
+# ----- llm ping --timeout, and a non-choice answer is an error (issue 11) ---------------------
+def _ping(capsys, *args: str) -> tuple[int, str, float]:
+    import time
+
+    from taxonomist.cli import main
+
+    start = time.monotonic()
+    try:
+        main(["llm", "ping", "--backend", "openai", "--model", "fault-model", *args])
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out = capsys.readouterr()
+    return code, out.out + out.err, time.monotonic() - start
+
+
+def test_ping_of_a_hanging_server_ends_at_its_timeout(capsys):
+    import socket
+
+    with socket.socket() as listener:  # accepts connections (the kernel's backlog) and never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+        code, output, seconds = _ping(capsys, "--base-url", url, "--structured", "none", "--timeout", "1.5")
+    assert code == 1
+    assert output.strip() == f"error: {url}: no answer within --timeout 1.5 s; is the server up and the model loaded?"
+    assert seconds < 60  # was 311 s: 5 tries x 60 s
+
+
+def test_ping_answer_outside_the_choices_is_an_error(capsys):
+    server = FaultServer()
+    try:
+        server.script(("content", "perhaps, the sky is often blue"))
+        code, output, _ = _ping(capsys, "--base-url", server.base_url, "--structured", "none", "--timeout", "20")
+        assert code == 1 and "which is not one of the choices (yes, no)" in output and "answered" in output
+        server.script(("content", '{"category": "yes"}'))
+        code, output, _ = _ping(capsys, "--base-url", server.base_url, "--structured", "none", "--timeout", "20")
+        assert code == 0 and "answered 'yes'" in output
+    finally:
+        server.stop()

@@ -109,28 +109,75 @@ def llm_ping(
     base_url: BaseUrl = None,
     api_key_env: KeyEnv = "OPENAI_API_KEY",
     structured: Annotated[str, typer.Option("--structured", help="auto, json_schema, json_object, grammar or none.")] = "auto",
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0.1, help="Seconds the whole ping may take, retries and model loading included.")
+    ] = 30.0,
 ) -> None:
-    """Send one tiny constrained request and report the answer, tokens and latency."""
-    from ..llm.backends import ChatRequest, LlamaCppBackend, OpenAICompatibleBackend
+    """Send one tiny constrained request and report the answer, tokens and latency.
+
+    Exits 1 when no answer comes within --timeout, or when the answer is not one
+    of the two choices (the backend does not enforce constrained answers).
+    """
+    import threading
+    import time
+
+    from ..engines.llm import _parse
+    from ..errors import BackendError
+    from ..llm.backends import ChatRequest, LlamaCppBackend, OpenAICompatibleBackend, RetryPolicy
 
     if backend == "llamacpp":
-        b = LlamaCppBackend(model_path=model)
+        make = lambda: LlamaCppBackend(model_path=model)  # noqa: E731
+        where = f"the model {model or 'SmolLM2 (default)'}"
     elif backend == "openai":
         if not base_url or not model:
             raise EngineError("--backend openai needs --base-url and --model")
-        b = OpenAICompatibleBackend(base_url=base_url, model=model, api_key_env=api_key_env, structured=structured)
+        # Each try may take the whole budget; the deadline below bounds them all together.
+        make = lambda: OpenAICompatibleBackend(  # noqa: E731
+            base_url=base_url, model=model, api_key_env=api_key_env, structured=structured, timeout_s=timeout,
+            retry=RetryPolicy(max_retries=2, base_s=0.25, max_s=max(0.25, timeout / 4)),
+        )
+        where = base_url
     else:
         raise EngineError(f"--backend '{backend}' is not known; use llamacpp or openai")
-    try:
-        r = b.complete(ChatRequest(
-            messages=({"role": "system", "content": "Answer yes or no."}, {"role": "user", "content": "Is the sky blue?"}),
-            choices=("yes", "no"),
-        ))
-    finally:
-        b.close()
-    n, exact = b.count_tokens("Is the sky blue?")
+    choices = ("yes", "no")
+    request = ChatRequest(
+        messages=({"role": "system", "content": "Answer yes or no."}, {"role": "user", "content": "Is the sky blue?"}),
+        choices=choices,
+    )
+    outcome: dict = {}
+
+    def ping() -> None:
+        try:
+            b = make()
+            try:
+                outcome["response"] = b.complete(request)
+                outcome["tokens"] = b.count_tokens("Is the sky blue?")
+            finally:
+                b.close()
+        except BaseException as exc:  # reported by the waiting thread
+            outcome["error"] = exc
+
+    started = time.monotonic()
+    # A daemon thread: a server that never answers must not keep the process alive after the deadline.
+    worker = threading.Thread(target=ping, name="llm-ping", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise BackendError(f"{where}: no answer within --timeout {timeout:g} s; is the server up and the model loaded?")
+    if "error" in outcome:
+        raise outcome["error"]
+    r = outcome["response"]
+    _, exact = outcome["tokens"]
+    chosen = _parse(r.text, choices)
+    if chosen is None:
+        shown = r.text if len(r.text) <= 40 else r.text[:37] + "..."
+        raise BackendError(
+            f"{where}: model {r.model} answered {shown!r}, which is not one of the choices ({', '.join(choices)}); "
+            "the endpoint does not enforce constrained answers: try another --structured mode"
+        )
     console.print(
-        f"model {r.model}: answered {r.text!r} in {r.latency_s * 1000:.0f} ms; prompt {r.prompt_tokens} tokens "
+        f"model {r.model}: answered {chosen!r} in {r.latency_s * 1000:.0f} ms "
+        f"(whole ping {(time.monotonic() - started) * 1000:.0f} ms); prompt {r.prompt_tokens} tokens "
         f"({r.cached_tokens} cached), completion {r.completion_tokens}; constrained={r.constrained}; "
         f"tokenizer {'exact' if exact else 'estimate'}",
         highlight=False,
