@@ -13,7 +13,8 @@ from taxonomist.errors import StoreError, TaxonomyError
 from taxonomist.prediction import Alternative, Evidence, Prediction
 from taxonomist.records import Record
 from taxonomist.store import LATEST_VERSION, Store, cache_key
-from taxonomist.store.models import Base
+from taxonomist.store.migrations import MIGRATIONS
+from taxonomist.store.models import Base, RecordRow
 from taxonomist.taxonomy import Crosswalk
 
 # (id, label, month) for a small labelled history: 4 A1, 3 A2, 3 C1, 2 G1, 2 I2, 1 unlabelled.
@@ -59,14 +60,16 @@ def loaded(store: Store, small_taxonomy) -> Store:
 
 # ----- opening and migrations -----------------------------------------------------------
 def test_migrations_recorded_and_idempotent_on_reopen(db_url: str) -> None:
+    every = {m.version: m.name for m in MIGRATIONS}
+    assert every[1] == "initial"
     with Store.open(db_url) as s:
-        assert s.schema_versions() == {1: "initial"}
+        assert s.schema_versions() == every
         assert s.schema_version == LATEST_VERSION
         s.add_records([Record(id="x", text="kept across reopen")], who="t")
     with Store.open(db_url) as s:
-        assert s.schema_versions() == {1: "initial"}
+        assert s.schema_versions() == every
         with s.engine.connect() as conn:
-            assert conn.execute(sa.text("SELECT COUNT(*) FROM schema_migrations")).scalar_one() == 1
+            assert conn.execute(sa.text("SELECT COUNT(*) FROM schema_migrations")).scalar_one() == len(every)
         assert [r.id for r in s.records()] == ["x"]
 
 
@@ -133,6 +136,15 @@ def test_one_current_label_per_record_is_enforced_by_the_database(loaded: Store)
             ),
             {"t": dt.datetime.now(dt.timezone.utc), "cur": True},
         )
+
+
+def test_database_errors_never_quote_record_text(store: Store) -> None:
+    text = "patient Jane Roe, DOB 1970-01-01"
+    store.add_records([Record(id="r1", text=text)], who="t")
+    same_id = {"id": "r1", "text": text, "fields": {}, "imported_at": dt.datetime.now(dt.timezone.utc), "text_hash": "h"}
+    with pytest.raises(sa.exc.IntegrityError) as raised, store.engine.begin() as conn:
+        conn.execute(RecordRow.__table__.insert(), same_id)
+    assert "Jane Roe" not in str(raised.value) and "parameters hidden" in str(raised.value)
 
 
 # ----- records --------------------------------------------------------------------------

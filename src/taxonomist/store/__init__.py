@@ -160,7 +160,8 @@ class Store:
                 f"'{shown}' is not a database URL or path; expected a file path or e.g. "
                 "sqlite:///path/taxonomist.db, postgresql+psycopg://user@host/dbname"
             ) from None
-        kwargs: dict[str, Any] = {"echo": echo, "future": True}
+        # Record text is PHI: a database error (or echo) must not quote the statement's parameters.
+        kwargs: dict[str, Any] = {"echo": echo, "future": True, "hide_parameters": True}
         if parsed.get_backend_name() == "sqlite":
             if parsed.database and parsed.database != ":memory:":
                 from .._private import private_dir, private_file
@@ -286,6 +287,7 @@ class Store:
         result = AddResult(run_id=_new_id())
         now = _now()
         with self._session() as s:
+            _writers_take_turns(s)
             s.add(RunRow(id=result.run_id, kind=kind, params={"who": who, "reason": reason, "records": len(records)},
                          started=now, finished=None, status="running", summary=None))
             s.flush()
@@ -484,6 +486,7 @@ class Store:
         now = _now()
         reason = f"relabel:{change.entry.op}:{version}"
         with self._session() as s:
+            _writers_take_turns(s)
             s.add(RunRow(id=run_id, kind="relabel", started=now, finished=None, status="running", summary=None,
                          params={"who": who, "op": change.entry.op, "summary": change.entry.summary,
                                  "mapping": mapping, "review": review, "taxonomy_version": version}))
@@ -549,6 +552,7 @@ class Store:
                     "assign an active code (see `taxonomist taxonomy show`)"
                 )
         with self._session() as s:
+            _writers_take_turns(s)
             if s.get(RecordRow, record_id) is None:
                 raise StoreError(f"record '{record_id}' is not in the store; check the id")
             if relabel_id is not None and s.get(RunRow, relabel_id) is None:
@@ -580,6 +584,7 @@ class Store:
         _require_who(who)
         revert_id = _new_id()
         with self._session() as s:
+            _writers_take_turns(s)
             run = s.get(RunRow, relabel_id)
             if run is None:
                 raise StoreError(f"operation '{relabel_id}' is not in the store; pass the id that relabel/import returned")
@@ -771,6 +776,20 @@ class Store:
             "by_source": dict(sorted(by_source.items())),
             "by_month": dict(sorted(by_month.items())),
         }
+
+
+# Any fixed 64-bit key: the PostgreSQL advisory lock that writers of records and labels take.
+_WRITERS_LOCK = 7_261_786_768_756_213
+
+
+def _writers_take_turns(s: Session) -> None:
+    """On PostgreSQL, wait for other writers of records and labels to commit (SQLite's write lock does this).
+
+    Two imports of the same ids would otherwise both see them missing and both insert
+    them (a unique violation), and two label writes could both make a label current.
+    """
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _WRITERS_LOCK})
 
 
 def _require_who(who: str) -> None:
