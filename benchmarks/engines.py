@@ -141,7 +141,8 @@ def run_one(name: str, params: dict, ds: dict, train, shots: str, seed: int, thr
         "train_seconds": round(engine.train_seconds_, 2), "predict_per_second": round(per_second, 1),
     }
     if ds["val"] is not None:  # CLINC150: calibrate + threshold on validation
-        cal = calibrate(engine, *ds["val"], threshold="auto", min_accuracy=0.95, confidence_level=confidence_level)
+        cal = calibrate(engine, *ds["val"], threshold="auto", min_accuracy=0.95, confidence_level=confidence_level,
+                        policy="overall")
         row.update(temperature=round(cal.temperature, 4), threshold=cal.threshold, confidence_level=confidence_level,
                    val_in_scope_accuracy=round(cal.accuracy, 4))
     proba = engine.predict_proba(test_texts)
@@ -158,7 +159,7 @@ def run_one(name: str, params: dict, ds: dict, train, shots: str, seed: int, thr
         # The same trade-off read off the test split itself (not a deployable choice: it looks at
         # the test labels): the oos recall at the highest threshold keeping test in-scope accuracy >= 95%.
         conf = proba.max(axis=1)
-        best = choose_threshold(conf[ins], (top == truth)[ins], min_accuracy=0.95)
+        best = choose_threshold(conf[ins], (top == truth)[ins], min_accuracy=0.95, policy="overall")
         if best is not None:
             row["test_curve_threshold"] = round(best, 4)
             row["test_curve_oos_recall"] = round(float((conf[~ins] < best).mean()), 4)

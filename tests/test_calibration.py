@@ -36,13 +36,52 @@ def test_fit_temperature_recovers_a_known_temperature():
     assert fit_temperature(reported, y) == pytest.approx(true_t, rel=0.1)
 
 
-def test_choose_threshold_is_the_highest_that_keeps_accuracy():
+def test_overall_policy_is_the_highest_threshold_that_keeps_accuracy():
     conf = np.array([0.99, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2])
     correct = np.array([1, 1, 1, 1, 1, 1, 1, 1, 0, 0], dtype=bool)
     # 80% accuracy overall; keeping the top 7 gives 7/10 = 70% (abstentions count as wrong).
-    assert choose_threshold(conf, correct, min_accuracy=0.7) == pytest.approx(0.5)
-    assert choose_threshold(conf, correct, min_accuracy=0.8) == pytest.approx(0.4)
+    assert choose_threshold(conf, correct, min_accuracy=0.7, policy="overall") == pytest.approx(0.5)
+    assert choose_threshold(conf, correct, min_accuracy=0.8, policy="overall") == pytest.approx(0.4)
+    assert choose_threshold(conf, correct, min_accuracy=0.9, policy="overall") is None
+
+
+def test_answered_policy_is_the_lowest_threshold_whose_answers_meet_the_target():
+    conf = np.array([0.99, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2])
+    correct = np.array([1, 1, 1, 0, 1, 1, 1, 1, 0, 0], dtype=bool)
+    # Answering the top 8: 7/8 = 87.5% right; the top 9: 7/9 = 77.8%; everything: 70%.
+    assert choose_threshold(conf, correct, min_accuracy=0.85) == pytest.approx(0.4)
+    assert choose_threshold(conf, correct, min_accuracy=0.7) == pytest.approx(0.2)
+    # 100% only among the top 3: the answered policy still answers them, the overall one cannot.
+    assert choose_threshold(conf, correct, min_accuracy=1.0) == pytest.approx(0.9)
+    assert choose_threshold(conf, correct, min_accuracy=1.0, policy="overall") is None
+    with pytest.raises(EngineError, match="policy"):
+        choose_threshold(conf, correct, min_accuracy=0.9, policy="best")
+
+
+def test_answered_policy_answers_tied_confidences_together():
+    conf = np.array([0.9, 0.9, 0.9, 0.5])
+    correct = np.array([1, 1, 0, 1], dtype=bool)
+    # Cutting inside the tie (2 of the 0.9s, 100%) is impossible: 0.9 answers all three (67%).
     assert choose_threshold(conf, correct, min_accuracy=0.9) is None
+    assert choose_threshold(conf, correct, min_accuracy=0.75) == pytest.approx(0.5)  # 3 of 4
+    assert choose_threshold(conf, np.array([1, 1, 0, 0], dtype=bool), min_accuracy=0.6) == pytest.approx(0.9)
+
+
+def test_answered_policy_with_a_wilson_bound_keeps_its_promise_on_new_data():
+    """Chosen on one sample, the answered records of a fresh sample of the same source are >= 95% right."""
+    rng = np.random.default_rng(3)
+
+    def sample(n):
+        conf = rng.random(n)
+        return conf, rng.random(n) < 0.6 + 0.4 * conf  # ~80% overall, near 100% at the top
+
+    conf, ok = sample(4000)
+    t = choose_threshold(conf, ok, min_accuracy=0.95, confidence_level=0.95)
+    assert t is not None
+    fresh_conf, fresh_ok = sample(200_000)
+    answered = fresh_conf >= t
+    assert fresh_ok[answered].mean() >= 0.95
+    assert 0.1 < answered.mean() < 0.9  # answers a real share, sends the rest to review
 
 
 def test_threshold_with_a_confidence_level_leaves_a_margin_that_shrinks_with_more_data():
@@ -51,12 +90,12 @@ def test_threshold_with_a_confidence_level_leaves_a_margin_that_shrinks_with_mor
         conf = rng.random(n)
         correct = rng.random(n) < 0.5 + 0.5 * conf  # more confident, more often right (~75% overall)
         kept_accuracy = lambda t: correct[conf >= t].sum() / n  # noqa: E731
-        point = choose_threshold(conf, correct, min_accuracy=0.6)
-        bounded = choose_threshold(conf, correct, min_accuracy=0.6, confidence_level=0.95)
+        point = choose_threshold(conf, correct, min_accuracy=0.6, policy="overall")
+        bounded = choose_threshold(conf, correct, min_accuracy=0.6, confidence_level=0.95, policy="overall")
         assert bounded < point  # keeps more rows: a margin for the estimate's own error
         assert kept_accuracy(point) == pytest.approx(0.6, abs=1 / n)
         assert margin_range[0] < kept_accuracy(bounded) - 0.6 < margin_range[1]
-    assert choose_threshold(conf, correct, min_accuracy=0.76, confidence_level=0.95) is None  # overall ~75%
+    assert choose_threshold(conf, correct, min_accuracy=0.76, confidence_level=0.95, policy="overall") is None  # ~75%
     with pytest.raises(EngineError, match="confidence_level"):
         choose_threshold(conf, correct, min_accuracy=0.6, confidence_level=1.5)
 
@@ -76,7 +115,7 @@ def tfidf():
 
 def test_calibrate_lowers_ece_and_detects_out_of_scope(tfidf, tmp_path):
     raw_test = tfidf.predict_proba(TEST[0])
-    cal = calibrate(tfidf, *VAL, threshold="auto", min_accuracy=0.8)
+    cal = calibrate(tfidf, *VAL, threshold="auto", min_accuracy=0.8, policy="overall")
     try:
         assert cal.n == sum(y != "oos" for y in VAL[1])  # oos rows are not in the temperature fit
         assert cal.temperature != 1.0 and cal.ece_after < cal.ece_before
@@ -113,6 +152,17 @@ def test_engine_threshold_parameter_wins_over_calibrator(tfidf):
         assert (tfidf.predict(TEST[0]) == ABSTAIN).mean() == 0
     finally:
         tfidf.set_params(threshold=None)
+        tfidf.calibrator_ = None
+
+
+def test_an_unreachable_target_sends_everything_to_review_and_says_why(tfidf):
+    cal = calibrate(tfidf, *VAL, threshold="auto", min_accuracy=0.999, confidence_level=0.95)
+    try:
+        assert cal.threshold > 1.0 and cal.coverage == 0.0
+        assert "held-out accuracy is" in cal.max_coverage_note and "hold out more" in cal.max_coverage_note
+        preds = tfidf.predict_batch(TEST[0][:5])
+        assert all(p.category == ABSTAIN and p.reason == "below_threshold" for p in preds)
+    finally:
         tfidf.calibrator_ = None
 
 

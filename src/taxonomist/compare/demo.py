@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MissingExtraError
-from .experiments import ALL, EngineSpec, Progress, Settings
+from .experiments import EngineSpec, Progress, Settings
 
 __all__ = ["run_demo", "demo_engines", "DEMO_SETTINGS"]
 
@@ -37,28 +37,12 @@ DEMO_SETTINGS = Settings(
     throughput_items=300,
 )
 
-#: Engine name -> caps for the demo (what is left out is run in full).
-_DEMO_CAPS: dict[str, dict[str, Any]] = {
-    "tfidf": {"max_train": 3000},
-    "knn": {"max_train": 1500, "max_test": 300, "month_test": 60, "event_test": 150, "seeds": 1, "policies": ("never", "monthly")},
-    # A logistic head costs ~12 CPU-s a fit here: fewer cells, and it sits out the merge and network replays.
-    "head": {"max_train": 1500, "max_test": 300, "month_test": 60, "event_test": 150, "seeds": 1, "ks": (1, 5, 25, ALL),
-             "policies": ("never", "drift"), "event_ks": (25,), "skip": ("merge", "network_import")},
-    "finetune": {"max_train": 1000, "max_test": 200, "month_test": 40, "event_test": 100, "seeds": 1, "ks": (10, ALL),
-                 "policies": ("never",), "event_ks": (25,), "skip": ("merge", "network_import")},
-    "ensemble": {"max_train": 1500, "max_test": 300, "seeds": 1, "ks": (ALL,), "policies": ("never",), "event_ks": (25,)},
-    # ~7 s a prompt on 2 cores (its default 1,500-token RAG prompt): one fixed sample of the held-out set, nothing else.
-    "llm": {"max_train": 1500, "seeds": 1, "ks": (ALL,), "batch_size": 4,
-            "skip": ("backtest", "new_category", "merge", "network_import")},
-}
-
 DEMO_ENGINES = ("tfidf", "knn", "head", "llm")
 
 
 def demo_engines(names: Sequence[str] | None = None, *, llm_sample: int = 10, say: Callable[[str], None] = print) -> list[EngineSpec]:
     """The demo's engines, leaving out (with a note) any whose extra is not installed."""
     from ..engines.base import ENGINES, _ensure_registered
-    from .presets import _LABELS
 
     _ensure_registered()
     out = []
@@ -71,8 +55,9 @@ def demo_engines(names: Sequence[str] | None = None, *, llm_sample: int = 10, sa
         except MissingExtraError as exc:
             say(f"demo: engine '{name}' left out: {exc}")
             continue
-        spec = EngineSpec(name=name, label=_LABELS.get(name, name), **_DEMO_CAPS.get(name, {}))
-        if name == "llm":
+        cls = ENGINES[name]
+        spec = EngineSpec(name=name, label=cls.label or name, **cls.demo_caps)
+        if cls.budget_kind == "llm":
             spec = replace(spec, max_test=llm_sample)
         out.append(spec)
     return out

@@ -38,13 +38,12 @@ __all__ = [
     "EngineSpec",
     "Settings",
     "Comparison",
-    "RETRIEVAL_ENGINES",
     "ALL",
 ]
 
 ALL = "all"
-#: Engines that answer from retrieved examples (and a prompt) rather than trained weights.
-RETRIEVAL_ENGINES = frozenset({"knn", "llm"})
+#: Engine families that answer from retrieved examples (and a prompt) rather than trained weights.
+RETRIEVAL_FAMILIES = frozenset({"retrieval", "prompted"})
 POLICIES = ("never", "monthly", "drift")
 
 
@@ -74,7 +73,10 @@ class EngineSpec:
 
     @property
     def family(self) -> str:
-        return "retrieval" if self.name in RETRIEVAL_ENGINES else "trained"
+        from ..engines.base import engine_classes
+
+        cls = engine_classes().get(self.name)
+        return "retrieval" if cls is not None and cls.family in RETRIEVAL_FAMILIES else "trained"
 
     @property
     def display(self) -> str:

@@ -38,18 +38,6 @@ _CAPS: dict[str, dict[str, dict]] = {
     },
 }
 
-_KIND = {"knn": "embed", "head": "embed", "ensemble": "embed", "finetune": "finetune", "llm": "llm"}
-
-_LABELS = {
-    "tfidf": "tfidf",
-    "knn": "knn (MiniLM retrieval)",
-    "head": "head (MiniLM + logistic)",
-    "finetune": "finetune (MiniLM)",
-    "ensemble": "ensemble",
-    "llm": "llm (SmolLM2 RAG)",
-}
-
-
 def engine_specs(names: Sequence[str], *, budget: str = "standard", llm_sample: int = 40, params: dict[str, dict] | None = None) -> list[EngineSpec]:
     """EngineSpecs for engine names under a budget; `llm_sample` caps the records the LLM engine answers per evaluation."""
     if budget not in BUDGETS:
@@ -61,11 +49,11 @@ def engine_specs(names: Sequence[str], *, budget: str = "standard", llm_sample: 
     for name in names:
         if name not in ENGINES:
             raise ExperimentError(f"unknown engine '{name}' (known: {', '.join(sorted(ENGINES))}); fix --engines")
-        spec = EngineSpec(name=name, label=_LABELS.get(name, name), params=dict((params or {}).get(name, {})))
-        kind = _KIND.get(name)
-        if kind:
-            spec = replace(spec, **_CAPS[budget][kind])
-        if name == "llm":
+        cls = ENGINES[name]
+        spec = EngineSpec(name=name, label=cls.label or name, params=dict((params or {}).get(name, {})))
+        if cls.budget_kind in _CAPS[budget]:
+            spec = replace(spec, **_CAPS[budget][cls.budget_kind])
+        if cls.budget_kind == "llm":
             spec = replace(spec, max_test=llm_sample)
         out.append(spec)
     return out

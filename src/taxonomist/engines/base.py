@@ -4,17 +4,30 @@ An engine is constructed with keyword-only parameters that `__init__` stores
 unchanged; `fit(texts, labels)` learns attributes ending in `_` and returns
 self; `predict_proba` has one column per entry of `classes_`. `save(dir)` writes
 weights plus `manifest.json` (never a pickle of the whole object) and
-`load_engine(dir)` rebuilds it. Register an engine with `@register_engine` and
-the shared contract tests run it.
+`load_engine(dir)` rebuilds it, after checking the SHA-256 of every weight file
+and the model id the manifest records (a tampered directory is refused).
+
+`predict_batch` is the one decision path: it turns calibrated probabilities into
+`Prediction`s through `taxonomist.decision.decide` (threshold, taxonomy-version
+mapping, reasons). `predict`, `predict_one`, the CLI, compare and the API all
+call it.
+
+An engine's identity lives on its class (`name`, `family`, `label`, `extra`,
+`cost_kind`, `budget_kind`, `test_params`); engines register with
+`@register_engine` and are found through the `taxonomist.engines` entry-point
+group, so another package can add one. The shared contract tests run every
+registered engine with its `test_params`.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import json
 import platform
 import time
+import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,8 +37,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from ..errors import EngineError, NotFittedError
-from ..prediction import Alternative, Prediction
-from ..taxonomy import ABSTAIN
+from ..prediction import Prediction
 
 __all__ = [
     "Engine",
@@ -36,24 +48,54 @@ __all__ = [
     "load_engine",
     "data_hash",
     "library_versions",
+    "engine_classes",
+    "FAMILIES",
 ]
 
 MANIFEST = "manifest.json"
 ENGINES: dict[str, type[Engine]] = {}
+#: What an engine is, for the report and the cascade: answers from retrieved examples,
+#: from weights trained on the data, from a prompted general model, or a combination.
+FAMILIES = ("retrieval", "fine-tuned", "prompted", "combined")
+ENTRY_POINT_GROUP = "taxonomist.engines"
 
 
 def register_engine(cls: type[Engine]) -> type[Engine]:
     """Class decorator: make an engine available by its `name` (CLI, benchmarks, contract tests)."""
     if not getattr(cls, "name", None):
         raise TypeError(f"{cls.__name__} needs a class attribute 'name'")
+    if cls.family not in FAMILIES:
+        raise TypeError(f"{cls.__name__}.family is {cls.family!r}; expected one of {', '.join(FAMILIES)}")
     ENGINES[cls.name] = cls
     return cls
 
 
+@functools.cache
 def _ensure_registered() -> None:
-    # Engines register themselves on import; importing the package imports the
-    # light ones, and heavy ones import their dependencies lazily.
-    from . import _registry  # noqa: F401
+    """Import every engine: ours, then any other package's `taxonomist.engines` entry points.
+
+    Engine modules import their heavy dependencies lazily, so this stays cheap.
+    """
+    from . import _registry  # noqa: F401  (ours, also when running from a source tree)
+
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in ENGINES:
+            continue
+        try:
+            loaded = ep.load()
+        except Exception as exc:  # a broken plugin must not take the built-in engines down
+            import warnings
+
+            warnings.warn(f"engine plugin '{ep.name}' ({ep.value}) failed to load: {type(exc).__name__}: {exc}", stacklevel=2)
+            continue
+        if isinstance(loaded, type) and issubclass(loaded, Engine) and loaded.name not in ENGINES:
+            register_engine(loaded)
+
+
+def engine_classes() -> dict[str, type[Engine]]:
+    """Every registered engine class by name (built-in and plugins), sorted by name."""
+    _ensure_registered()
+    return dict(sorted(ENGINES.items()))
 
 
 def create_engine(name: str, **params: Any) -> Engine:
@@ -101,23 +143,76 @@ class Manifest:
     library_versions: dict[str, str] = field(default_factory=dict)
     created: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    #: SHA-256 of every weight file, by path relative to the model directory (covered by the model id).
+    files: dict[str, str] = field(default_factory=dict)
+    #: The id the model had when saved; `read` refuses a manifest whose content no longer gives it.
+    id: str = ""
 
     def write(self, directory: Path) -> None:
-        (directory / MANIFEST).write_text(json.dumps(asdict(self), indent=2, sort_keys=True, default=str) + "\n")
+        data = asdict(self)
+        data["id"] = self.model_id
+        (directory / MANIFEST).write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
     @classmethod
     def read(cls, directory: str | Path) -> Manifest:
         path = Path(directory) / MANIFEST
         if not path.is_file():
             raise EngineError(f"'{directory}' is not a saved model: {MANIFEST} is missing")
-        data = json.loads(path.read_text())
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise EngineError(f"'{path}' is not valid JSON ({type(exc).__name__}); the model directory is damaged: save the model again") from None
+        if not isinstance(data, dict) or not data.get("engine"):
+            raise EngineError(f"'{path}' is not a model manifest (no 'engine'); save the model again")
         known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        try:
+            manifest = cls(**{k: v for k, v in data.items() if k in known})
+        except TypeError as exc:
+            raise EngineError(f"'{path}' is not a model manifest ({exc}); save the model again") from None
+        if manifest.id and manifest.id != manifest.model_id:
+            raise EngineError(
+                f"'{path}' was edited after the model was saved (its content gives id {manifest.model_id}, "
+                f"it says {manifest.id}); restore the directory or train the model again"
+            )
+        return manifest
 
     @property
     def model_id(self) -> str:
-        key = json.dumps([self.engine, self.params, self.training_data_hash, self.taxonomy_version], sort_keys=True, default=str)
+        """Content hash: engine, parameters, classes, taxonomy version, training data, calibration, weight files."""
+        key = json.dumps(
+            [self.engine, self.params, self.training_data_hash, self.taxonomy_version, self.classes,
+             self.extra.get("calibration"), self.files],
+            sort_keys=True, default=str,
+        )
         return f"{self.engine}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+
+    def verify_files(self, directory: Path) -> None:
+        """Refuse a model directory whose weight files differ from the digests recorded at save time."""
+        for rel, digest in sorted(self.files.items()):
+            path = directory / rel
+            if not path.is_file():
+                raise EngineError(f"'{directory}' is missing {rel}; the model directory is incomplete: save the model again")
+            if _sha256(path) != digest:
+                raise EngineError(
+                    f"'{path}' was changed after the model was saved (SHA-256 differs from the manifest); "
+                    "restore the directory or train the model again"
+                )
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _digests(directory: Path) -> dict[str, str]:
+    return {
+        p.relative_to(directory).as_posix(): _sha256(p)
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and p != directory / MANIFEST
+    }
 
 
 class Engine(ClassifierMixin, BaseEstimator):
@@ -130,8 +225,20 @@ class Engine(ClassifierMixin, BaseEstimator):
     """
 
     name: ClassVar[str] = ""
+    #: One of FAMILIES: how the engine answers (the report groups engines by it).
+    family: ClassVar[str] = "fine-tuned"
+    #: How reports and help name it, e.g. "knn (MiniLM retrieval)".
+    label: ClassVar[str] = ""
     #: Extra whose absence makes this engine unusable (checked before fit).
     extra: ClassVar[str | None] = None
+    #: What a prediction costs: "cpu" (seconds on the serving machine) or "tokens" (a priced LLM call).
+    cost_kind: ClassVar[str] = "cpu"
+    #: Which data caps a comparison budget applies: "fast" (none), "embed", "finetune" or "llm".
+    budget_kind: ClassVar[str] = "fast"
+    #: Parameters that keep the engine quick on 2 CPU cores: the contract suite and smoke tests use them.
+    test_params: ClassVar[dict[str, Any]] = {}
+    #: The demo's caps for this engine (`compare.EngineSpec` fields): what is left out runs in full.
+    demo_caps: ClassVar[dict[str, Any]] = {}
 
     # ----- to implement -------------------------------------------------------------
     def _fit(self, texts: list[str], labels: np.ndarray) -> None:
@@ -152,20 +259,34 @@ class Engine(ClassifierMixin, BaseEstimator):
         return ()
 
     # ----- the contract -------------------------------------------------------------
-    def fit(self, texts: Iterable[str], labels: Iterable[str]) -> Engine:
+    def fit(self, texts: Iterable[str], labels: Iterable[str], *, ids: Sequence[str] | None = None) -> Engine:
+        """Learn from labelled texts. `ids` (record ids, one per text) let retrieval evidence name records."""
         texts = _as_texts(texts)
         labels = np.asarray([str(y) for y in labels], dtype=object)
         if len(texts) != len(labels):
             raise EngineError(f"fit: {len(texts)} texts but {len(labels)} labels; they must be the same length")
+        if ids is not None and len(ids) != len(texts):
+            raise EngineError(f"fit: {len(texts)} texts but {len(ids)} ids; give one id per text or none")
         if len(texts) == 0:
             raise EngineError("fit: no training data")
         start = time.perf_counter()
         self.classes_ = np.array(sorted(set(labels.tolist())), dtype=object)
-        self._fit(texts, labels)
+        self.calibrator_ = None
+        self.saved_manifest_ = None
+        self._fit_ids = [str(i) for i in ids] if ids is not None else None
+        try:
+            self._fit(texts, labels)
+        finally:
+            del self._fit_ids
         self.train_seconds_ = time.perf_counter() - start
         self.training_data_hash_ = data_hash(texts, labels.tolist())
         self.n_train_ = len(texts)
         return self
+
+    def _train_refs(self, n: int) -> list[str]:
+        """Evidence refs of the texts being fitted: their record ids when `fit` got them, else `train:i`."""
+        ids = getattr(self, "_fit_ids", None)
+        return list(ids) if ids is not None else [f"train:{i}" for i in range(n)]
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "classes_"):
@@ -189,37 +310,77 @@ class Engine(ClassifierMixin, BaseEstimator):
         return threshold
 
     def predict(self, texts: Iterable[str]) -> np.ndarray:
-        proba = self.predict_proba(texts)
-        out = self.classes_[proba.argmax(axis=1)] if len(proba) else np.array([], dtype=object)
-        threshold = self._abstain_threshold()
-        if threshold:
-            out = np.where(proba.max(axis=1) >= threshold, out, ABSTAIN)
-        return out
+        """Categories (NONE where the decision path abstains), without evidence: for scoring."""
+        preds = self.predict_batch(texts, top_k=1, evidence=False)
+        return np.array([p.category for p in preds], dtype=object)
 
     def predict_one(self, text: str, *, top_k: int = 5) -> Prediction:
+        """`predict_batch([text])[0]`: the API's per-record path."""
+        if text is None:
+            raise EngineError("text is missing (None); every record needs text")
+        return self.predict_batch([text], top_k=top_k)[0]
+
+    def predict_batch(
+        self,
+        texts: Iterable[str],
+        *,
+        ids: Sequence[str] | None = None,
+        top_k: int = 5,
+        evidence: bool = True,
+        taxonomy: Any = None,
+        code_map: Any = None,
+    ) -> list[Prediction]:
+        """The one decision path: a `Prediction` per text (category or NONE with a reason).
+
+        `taxonomy` (the store's current `Taxonomy`) makes the decision valid in
+        that version: codes merged, renamed or split since the model was trained
+        are mapped or abstain (see `taxonomist.decision`). Pass a prebuilt
+        `code_map` instead to reuse it across batches.
+        """
+        texts = _as_texts(texts)
+        if ids is not None and len(ids) != len(texts):
+            raise EngineError(f"predict_batch: {len(texts)} texts but {len(ids)} ids; give one id per text or none")
         start = time.perf_counter()
-        proba = self.predict_proba([text])[0]
-        order = np.argsort(-proba)[:top_k]
-        best = int(order[0])
-        confidence = float(proba[best])
-        threshold = self._abstain_threshold() or 0.0
-        category = str(self.classes_[best]) if confidence >= threshold else ABSTAIN
-        return Prediction(
-            category=category,
-            confidence=confidence,
-            alternatives=tuple(Alternative(str(self.classes_[i]), float(proba[i])) for i in order),
-            evidence=tuple(self._evidence(text, proba)),
-            model_id=self.model_id,
-            latency_ms=(time.perf_counter() - start) * 1000,
+        proba = self.predict_proba(texts)
+        ev = [tuple(self._evidence(t, row)) for t, row in zip(texts, proba)] if evidence else None
+        return self._decide(proba, texts, ids=ids, top_k=top_k, taxonomy=taxonomy, code_map=code_map,
+                            evidence=ev, start=start)
+
+    def _decide(self, proba: np.ndarray, texts: Sequence[str], *, ids, top_k, taxonomy, code_map, evidence, start,
+                forced=None, forced_confidence=None, costs=None, extras=None, route: str | None = None) -> list[Prediction]:
+        from ..decision import decide
+
+        if code_map is None and taxonomy is not None:
+            code_map = self.code_map(taxonomy)
+        version = code_map.current_version if code_map is not None else str(getattr(self, "taxonomy_version_", "") or "")
+        return decide(
+            proba, self.classes_, threshold=self._abstain_threshold(), top_k=top_k, code_map=code_map,
+            forced=forced, forced_confidence=forced_confidence, evidence=evidence, ids=ids, model_id=self.model_id, taxonomy_version=version,
+            route=self.name if route is None else route, latency_ms=(time.perf_counter() - start) * 1000,
+            costs=costs, extras=extras,
         )
+
+    def code_map(self, taxonomy: Any):
+        """How this model's classes read in `taxonomy` (a `decision.CodeMap`; `.changed` says if any differ)."""
+        from ..decision import CodeMap
+
+        self._check_fitted()
+        return CodeMap([str(c) for c in self.classes_], taxonomy, model_version=str(getattr(self, "taxonomy_version_", "") or ""))
 
     @property
     def model_id(self) -> str:
+        """The content hash of the model (see `Manifest.model_id`); after save/load it covers the weight files."""
         self._check_fitted()
-        return self.manifest().model_id
+        saved = getattr(self, "saved_manifest_", None)
+        if saved is not None:
+            return saved.model_id
+        return self._manifest_core().model_id
 
-    def manifest(self, **extra: Any) -> Manifest:
-        self._check_fitted()
+    def _manifest_core(self, **extra: Any) -> Manifest:
+        """The manifest without library versions and timestamps (cheap: the API asks for the id per call)."""
+        calibrator = getattr(self, "calibrator_", None)
+        if calibrator is not None and "calibration" not in extra:
+            extra["calibration"] = calibrator.to_dict()
         return Manifest(
             engine=self.name,
             params={k: _jsonable(v) for k, v in self.get_params(deep=False).items()},
@@ -229,10 +390,18 @@ class Engine(ClassifierMixin, BaseEstimator):
             training_data_hash=getattr(self, "training_data_hash_", ""),
             n_train=int(getattr(self, "n_train_", 0)),
             train_seconds=round(float(getattr(self, "train_seconds_", 0.0)), 3),
-            library_versions=library_versions(*self._libraries()),
-            created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             extra=extra,
         )
+
+    def manifest(self, **extra: Any) -> Manifest:
+        self._check_fitted()
+        saved = getattr(self, "saved_manifest_", None)
+        if saved is not None and not extra:
+            return saved
+        m = self._manifest_core(**extra)
+        m.library_versions = library_versions(*self._libraries())
+        m.created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        return m
 
     def _libraries(self) -> tuple[str, ...]:
         return ()
@@ -241,32 +410,55 @@ class Engine(ClassifierMixin, BaseEstimator):
         self._check_fitted()
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
+        self.saved_manifest_ = None
         extra = self._save_weights(d) or {}
         if getattr(self, "calibrator_", None) is not None:
             extra["calibration"] = self.calibrator_.to_dict()
-        self.manifest(**extra).write(d)
+        manifest = self.manifest(**extra)
+        manifest.files = _digests(d)
+        manifest.write(d)
+        manifest.id = manifest.model_id
+        self.saved_manifest_ = manifest
         return d
 
     @classmethod
     def load(cls, directory: str | Path) -> Engine:
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise EngineError(f"'{directory}' is not a model directory (it does not exist); pass the --out of `taxonomist train`")
         manifest = Manifest.read(directory)
         if cls is not Engine and manifest.engine != cls.name:
             raise EngineError(f"'{directory}' holds a '{manifest.engine}' model, not '{cls.name}'")
         _ensure_registered()
         klass = ENGINES.get(manifest.engine)
         if klass is None:
-            raise EngineError(f"'{directory}' holds a model of unknown engine '{manifest.engine}'")
-        engine = klass(**manifest.params)
+            raise EngineError(
+                f"'{directory}' holds a model of unknown engine '{manifest.engine}' "
+                f"(known: {', '.join(sorted(ENGINES))}); install the package that provides it"
+            )
+        manifest.verify_files(directory)
+        try:
+            engine = klass(**manifest.params)
+        except TypeError as exc:
+            raise EngineError(f"'{directory}': the manifest's parameters do not fit engine '{manifest.engine}' ({exc})") from None
         engine.classes_ = np.array(manifest.classes, dtype=object)
         engine.training_data_hash_ = manifest.training_data_hash
         engine.n_train_ = manifest.n_train
         engine.train_seconds_ = manifest.train_seconds
         engine.taxonomy_version_ = manifest.taxonomy_version
-        engine._load_weights(Path(directory), manifest)
+        try:
+            engine._load_weights(directory, manifest)
+        except (EngineError, ImportError):
+            raise
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+            raise EngineError(
+                f"cannot load the model in '{directory}': {type(exc).__name__}; the directory is damaged, save the model again"
+            ) from None
         if manifest.extra.get("calibration"):
             from .calibration import Calibrator
 
             engine.calibrator_ = Calibrator.from_dict(manifest.extra["calibration"])
+        engine.saved_manifest_ = manifest
         return engine
 
 

@@ -22,7 +22,15 @@ import numpy as np
 from ..errors import EngineError
 from ..metrics import ece as expected_calibration_error
 
-__all__ = ["Calibrator", "calibrate", "fit_temperature", "choose_threshold", "wilson_lower"]
+__all__ = ["Calibrator", "calibrate", "fit_temperature", "choose_threshold", "wilson_lower", "POLICIES", "coverage_report",
+           "softmax", "log_softmax", "ANSWER_NOTHING"]
+
+#: How a target accuracy becomes a threshold. "answered" (the default, for review routing):
+#: accuracy on the records the model answers must reach the target; the rest go to people.
+#: "overall": accuracy over all in-scope records, abstentions counted wrong (out-of-scope detection, CLINC150).
+POLICIES = ("answered", "overall")
+#: A threshold no probability reaches: the model answers nothing, every record goes to review.
+ANSWER_NOTHING = 1.0000000000000002
 
 
 @dataclass
@@ -37,14 +45,15 @@ class Calibrator:
     min_accuracy: float | None = None
     confidence_level: float | None = None
     accuracy: float | None = None  # top-1 accuracy on the in-scope held-out rows, before any abstention
+    policy: str | None = None  # see POLICIES
+    coverage: float | None = None  # share of held-out rows answered at the threshold
+    answered_accuracy: float | None = None  # accuracy on those answered rows
+    max_coverage_note: str | None = None  # when the target cannot be met: why, in one line
 
     def apply(self, proba: np.ndarray) -> np.ndarray:
         if self.temperature == 1.0 or len(proba) == 0:
             return proba
-        z = np.log(np.clip(proba, 1e-12, 1.0)) / self.temperature
-        z -= z.max(axis=1, keepdims=True)
-        p = np.exp(z)
-        return p / p.sum(axis=1, keepdims=True)
+        return softmax(np.log(np.clip(proba, 1e-12, 1.0)), self.temperature)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -55,11 +64,32 @@ class Calibrator:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def fit_temperature(proba: np.ndarray, y: np.ndarray) -> float:
-    """The temperature minimising negative log-likelihood of the true class indices `y`."""
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise softmax of `logits / temperature` (numerically safe): the project's one softmax."""
+    z = np.asarray(logits, dtype=float) / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.asarray(logits, dtype=float)
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def fit_temperature(
+    proba: np.ndarray, y: np.ndarray, *, log_probs: bool = False, bounds: tuple[float, float] = (0.02, 50.0)
+) -> float:
+    """The temperature minimising negative log-likelihood of the true class indices `y`.
+
+    `proba` holds probabilities, or log-probabilities/logits with `log_probs=True`.
+    The one temperature fit of the project (calibration, ensemble members, fine-tuning).
+    """
     from scipy.optimize import minimize_scalar
 
-    logp = np.log(np.clip(np.asarray(proba, dtype=float), 1e-12, 1.0))
+    arr = np.asarray(proba, dtype=float)
+    logp = arr if log_probs else np.log(np.clip(arr, 1e-12, 1.0))
     rows = np.arange(len(y))
 
     def nll(log_t: float) -> float:
@@ -67,12 +97,13 @@ def fit_temperature(proba: np.ndarray, y: np.ndarray) -> float:
         z = z - z.max(axis=1, keepdims=True)
         return float(-(z[rows, y] - np.log(np.exp(z).sum(axis=1))).mean())
 
-    result = minimize_scalar(nll, bounds=(np.log(0.02), np.log(50.0)), method="bounded")
+    result = minimize_scalar(nll, bounds=(np.log(bounds[0]), np.log(bounds[1])), method="bounded")
     return float(np.exp(result.x))
 
 
-def wilson_lower(successes: np.ndarray | float, n: int, z: float) -> np.ndarray:
+def wilson_lower(successes: np.ndarray | float, n: np.ndarray | int, z: float) -> np.ndarray:
     """Lower end of the Wilson score interval for a proportion `successes / n` (z = 1.645: one-sided 95%)."""
+    n = np.asarray(n, dtype=float)
     p = np.asarray(successes, dtype=float) / n
     centre = p + z * z / (2 * n)
     spread = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
@@ -80,18 +111,28 @@ def wilson_lower(successes: np.ndarray | float, n: int, z: float) -> np.ndarray:
 
 
 def choose_threshold(
-    confidence: np.ndarray, correct: np.ndarray, *, min_accuracy: float, confidence_level: float | None = None
+    confidence: np.ndarray,
+    correct: np.ndarray,
+    *,
+    min_accuracy: float,
+    confidence_level: float | None = None,
+    policy: str = "answered",
 ) -> float | None:
-    """The highest confidence threshold that keeps accuracy (abstentions count as wrong) >= `min_accuracy`.
+    """The threshold that meets `min_accuracy` under `policy`, or None when none does.
 
-    `confidence`/`correct` are for the in-scope held-out rows. None when even
-    no threshold reaches `min_accuracy`. With `confidence_level` (e.g. 0.95)
-    the held-out accuracy must clear `min_accuracy` with that one-sided
-    confidence (Wilson lower bound), not just as a point estimate: accuracy
-    measured on a few thousand held-out rows is itself off by up to a point,
-    so a threshold chosen at exactly the target lands below it on new data
-    about half of the time.
+    "answered" (default): the LOWEST threshold whose accuracy on the answered
+    rows (confidence >= threshold) reaches `min_accuracy` — the most records
+    answered at the promised accuracy, the rest to review. "overall": the
+    HIGHEST threshold keeping accuracy over all rows (abstentions counted
+    wrong) at `min_accuracy`, for out-of-scope detection.
+
+    With `confidence_level` (e.g. 0.95) the accuracy must clear the target at
+    that one-sided confidence (Wilson lower bound), not just as a point
+    estimate: a threshold chosen at exactly the target lands below it on new
+    data about half of the time. Tied confidences are answered or not together.
     """
+    if policy not in POLICIES:
+        raise EngineError(f"policy={policy!r} is unknown; expected one of {', '.join(POLICIES)}")
     conf = np.asarray(confidence, dtype=float)
     ok = np.asarray(correct, dtype=bool)
     n = len(conf)
@@ -100,19 +141,59 @@ def choose_threshold(
     if n == 0:
         return None
     order = np.argsort(-conf, kind="stable")
-    # Accuracy when the threshold is the i-th highest confidence: correct among the top i+1, over n.
+    sorted_conf = conf[order]
     hits = np.cumsum(ok[order])
-    if confidence_level is None:
-        acc_at = hits / n
-    else:
+    kept = np.arange(1, n + 1)
+    # Only cut where the confidence changes: tied rows are answered or not together.
+    cut = np.r_[sorted_conf[1:] < sorted_conf[:-1], True]
+    denominator = kept if policy == "answered" else np.full(n, n)
+    z = 0.0
+    if confidence_level is not None:
         from scipy.stats import norm
 
-        acc_at = wilson_lower(hits, n, float(norm.ppf(confidence_level)))
-    if acc_at[-1] < min_accuracy:
+        z = float(norm.ppf(confidence_level))
+    acc_at = wilson_lower(hits, denominator, z) if z else hits / denominator
+    feasible = np.flatnonzero((acc_at >= min_accuracy) & cut)
+    if not len(feasible):
         return None
-    feasible = np.flatnonzero(acc_at >= min_accuracy)
-    i = int(feasible[0])  # the fewest kept rows (highest threshold) that still reach the target
-    return float(conf[order][i])
+    # answered: the most rows kept (lowest threshold); overall: the fewest (highest threshold).
+    i = int(feasible[-1] if policy == "answered" else feasible[0])
+    return float(sorted_conf[i])
+
+
+def coverage_report(confidence: np.ndarray, correct: np.ndarray, threshold: float | None) -> dict[str, Any]:
+    """Coverage (share answered), accuracy on answered and overall accuracy at a threshold, on held-out rows."""
+    conf = np.asarray(confidence, dtype=float)
+    ok = np.asarray(correct, dtype=bool)
+    n = len(conf)
+    answered = conf >= threshold if threshold is not None else np.ones(n, dtype=bool)
+    k = int(answered.sum())
+    return {
+        "n": n,
+        "coverage": k / n if n else 0.0,
+        "answered_accuracy": float(ok[answered].mean()) if k else None,
+        "accuracy": float(ok.mean()) if n else None,
+    }
+
+
+def _infeasible_note(conf: np.ndarray, ok: np.ndarray, target: float, confidence_level: float | None) -> str:
+    """Why no threshold meets the target on held-out data, and the most that could be answered at the point estimate."""
+    n = len(conf)
+    order = np.argsort(-conf, kind="stable")
+    hits = np.cumsum(ok[order])
+    point = hits / np.arange(1, n + 1)
+    reach = np.flatnonzero(point >= target)
+    most = (int(reach[-1]) + 1) / n if len(reach) else 0.0
+    bound = ""
+    if confidence_level is not None:
+        from scipy.stats import norm
+
+        best_possible = float(wilson_lower(n, n, float(norm.ppf(confidence_level))))
+        if best_possible < target:
+            bound = (f"; with {n} held-out rows even all correct give a {confidence_level:.0%} lower bound of "
+                     f"{best_possible:.1%}: hold out more (--calibrate)")
+    return (f"held-out accuracy is {ok.mean():.1%} on {n} rows; at most {most:.0%} of records can be answered at "
+            f">= {target:.0%} (point estimate), none with {confidence_level or 0.5:.0%} confidence{bound}")
 
 
 def calibrate(
@@ -123,14 +204,16 @@ def calibrate(
     threshold: float | str | None = None,
     min_accuracy: float = 0.95,
     confidence_level: float | None = None,
+    policy: str = "answered",
 ) -> Calibrator:
     """Fit a temperature on held-out `texts`/`labels` and attach it to `engine` (returns the Calibrator).
 
-    `threshold`: None (never abstain), a number, or "auto": the highest
-    threshold keeping held-out accuracy on in-scope rows >= `min_accuracy`
-    (rows with labels outside `engine.classes_` are out-of-scope); with
-    `confidence_level` the held-out accuracy must clear `min_accuracy` at that
-    one-sided confidence (see `choose_threshold`).
+    `threshold`: None (never abstain), a number, or "auto": the threshold
+    meeting `min_accuracy` on in-scope held-out rows under `policy` (rows with
+    labels outside `engine.classes_` are out-of-scope; see `choose_threshold`).
+    When no threshold meets it under the "answered" policy, the model answers
+    nothing (`ANSWER_NOTHING`: everything goes to review) and
+    `max_coverage_note` says why; under "overall" no threshold is set.
     """
     engine._check_fitted()
     texts = list(texts)
@@ -138,6 +221,7 @@ def calibrate(
     if len(texts) != len(labels):
         raise EngineError(f"calibrate: {len(texts)} texts but {len(labels)} labels; they must be the same length")
     engine.calibrator_ = None  # fit on the engine's raw probabilities
+    engine.saved_manifest_ = None  # the calibration is part of the model (and of its id)
     raw = engine.predict_proba(texts)
     index = {c: i for i, c in enumerate(engine.classes_)}
     in_scope = np.array([y in index for y in labels], dtype=bool)
@@ -154,13 +238,18 @@ def calibrate(
     cal.accuracy = float((proba.argmax(axis=1) == y).mean())
     cal.ece_before = expected_calibration_error(raw_in.max(axis=1), raw_in.argmax(axis=1) == y)
     cal.ece_after = expected_calibration_error(proba.max(axis=1), proba.argmax(axis=1) == y)
+    conf, ok = proba.max(axis=1), proba.argmax(axis=1) == y
     if threshold == "auto":
         cal.min_accuracy = min_accuracy
         cal.confidence_level = confidence_level
-        cal.threshold = choose_threshold(
-            proba.max(axis=1), proba.argmax(axis=1) == y, min_accuracy=min_accuracy, confidence_level=confidence_level
-        )
+        cal.policy = policy
+        cal.threshold = choose_threshold(conf, ok, min_accuracy=min_accuracy, confidence_level=confidence_level, policy=policy)
+        if cal.threshold is None and policy == "answered":
+            cal.threshold = ANSWER_NOTHING
+            cal.max_coverage_note = _infeasible_note(conf, ok, min_accuracy, confidence_level)
     elif threshold is not None:
         cal.threshold = float(threshold)
+    report = coverage_report(conf, ok, cal.threshold)
+    cal.coverage, cal.answered_accuracy = report["coverage"], report["answered_accuracy"]
     engine.calibrator_ = cal
     return cal

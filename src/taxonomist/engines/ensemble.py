@@ -33,7 +33,10 @@ import numpy as np
 
 from ..errors import EngineError
 from ..prediction import Evidence
+from ..splits import stratified_split
 from .base import ENGINES, Engine, Manifest, _ensure_registered, create_engine, load_engine, register_engine
+from .calibration import fit_temperature
+from .calibration import log_softmax as _log_softmax
 
 __all__ = ["EnsembleEngine", "member_specs"]
 
@@ -91,6 +94,13 @@ class EnsembleEngine(Engine):
     """
 
     name: ClassVar[str] = "ensemble"
+    family: ClassVar[str] = "combined"
+    label: ClassVar[str] = "ensemble"
+    budget_kind: ClassVar[str] = "embed"
+    # Two cheap, different members: the contract is about the combination, test_ensemble.py covers finetune in it.
+    test_params: ClassVar[dict] = {"members": ["tfidf", ["tfidf", {"C": 0.02, "scale": 3.0}]]}
+    demo_caps: ClassVar[dict] = {"max_train": 1500, "max_test": 300, "seeds": 1, "ks": ("all",), "policies": ("never",),
+                                 "event_ks": (25,)}
 
     def __init__(
         self,
@@ -136,7 +146,6 @@ class EnsembleEngine(Engine):
         return specs
 
     def _fit(self, texts: list[str], labels: np.ndarray) -> None:
-        from .finetune import _stratified_split
 
         specs = self._validate()
         classes = list(self.classes_)
@@ -145,7 +154,7 @@ class EnsembleEngine(Engine):
         if self.folds:
             engines, held_logp, member_seconds, held_idx = self._cross_fit(specs, texts, labels, y, rng)
         else:
-            fit_idx, held_idx = _stratified_split(y, float(self.holdout), rng)
+            fit_idx, held_idx = stratified_split(y, float(self.holdout), rng)
             if len(held_idx) == 0:
                 raise EngineError("ensemble: the held-out split is empty (every class has one example); "
                                   "give each category at least two examples")
@@ -304,21 +313,12 @@ def _aligned_log_proba(engine: Engine, texts: list[str], classes: list[str]) -> 
     return np.log(out)
 
 
-def _log_softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-
-
 def _nll(logp: np.ndarray, y: np.ndarray) -> float:
     return float(-logp[np.arange(len(y)), y].mean())
 
 
 def _fit_temperature(logp: np.ndarray, y: np.ndarray) -> float:
-    from scipy.optimize import minimize_scalar
-
-    res = minimize_scalar(lambda lt: _nll(_log_softmax(logp / math.exp(lt)), y),
-                          bounds=(math.log(0.05), math.log(20.0)), method="bounded")
-    return float(math.exp(res.x))
+    return fit_temperature(logp, y, log_probs=True, bounds=(0.05, 20.0))
 
 
 def _pool(logps: list[np.ndarray], weights: np.ndarray, combine: str) -> np.ndarray:

@@ -35,7 +35,10 @@ import numpy as np
 
 from .._extras import require
 from ..errors import EngineError
+from ..splits import stratified_split
 from .base import Engine, Manifest, register_engine
+from .calibration import fit_temperature, softmax
+from .calibration import log_softmax as _log_softmax
 
 __all__ = ["FineTuneEngine", "default_base_model"]
 
@@ -91,6 +94,14 @@ class FineTuneEngine(Engine):
 
     name: ClassVar[str] = "finetune"
     extra: ClassVar[str | None] = "finetune"
+    family: ClassVar[str] = "fine-tuned"
+    label: ClassVar[str] = "finetune (MiniLM)"
+    budget_kind: ClassVar[str] = "finetune"
+    # One epoch of the top layer only, one torch thread (two spin against each other on a shared 2-core box).
+    test_params: ClassVar[dict] = {"epochs": 1, "train_layers": 1, "max_length": 32, "n_threads": 1, "verbose": False}
+    demo_caps: ClassVar[dict] = {"max_train": 1000, "max_test": 200, "month_test": 40, "event_test": 100, "seeds": 1,
+                                 "ks": (10, "all"), "policies": ("never",), "event_ks": (25,),
+                                 "skip": ("merge", "network_import")}
 
     def __init__(
         self,
@@ -338,7 +349,7 @@ class _Trainer:
         torch, eng = self.torch, self.engine
         rng = np.random.default_rng(eng.seed)
         n_classes = len(eng.classes_)
-        train_idx, val_idx = _stratified_split(self.y, eng.val_fraction, rng)
+        train_idx, val_idx = stratified_split(self.y, eng.val_fraction, rng)
         encoder = eng.encoder_
         n_layers = len(encoder.encoder.layer)
         k = n_layers if eng.train_layers is None else min(int(eng.train_layers), n_layers)
@@ -510,17 +521,8 @@ class _Trainer:
         return {k: v.detach().clone() for k, v in net.state_dict().items()}
 
     def _temperature(self, net, val_idx: np.ndarray) -> float:
-        from scipy.optimize import minimize_scalar
-
         logits = self._val_logits(net, val_idx).astype(np.float64)
-        y = self.y[val_idx]
-
-        def nll(log_t: float) -> float:
-            lp = _log_softmax(logits / math.exp(log_t))
-            return float(-lp[np.arange(len(y)), y].mean())
-
-        res = minimize_scalar(nll, bounds=(math.log(0.25), math.log(8.0)), method="bounded")
-        return float(math.exp(res.x))
+        return fit_temperature(logits, self.y[val_idx], log_probs=True, bounds=(0.25, 8.0))
 
 
 def _base_model_id(path: str) -> str:
@@ -574,28 +576,8 @@ def _buckets(idx: np.ndarray, ids: list[list[int]], batch_size: int, rng: np.ran
     return [batches[i] for i in order]
 
 
-def _stratified_split(y: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Hold out about `fraction` of each class; a class keeps at least one training example."""
-    if fraction <= 0:
-        return np.arange(len(y)), np.array([], dtype=int)
-    train, val = [], []
-    for c in np.unique(y):
-        members = rng.permutation(np.flatnonzero(y == c))
-        n_val = min(len(members) - 1, int(round(len(members) * fraction)))
-        if len(members) >= 2:
-            n_val = max(1, n_val)
-        val.extend(members[:n_val])
-        train.extend(members[n_val:])
-    return np.sort(np.array(train, dtype=int)), np.sort(np.array(val, dtype=int))
-
-
-def _log_softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-
-
 def _softmax(z: np.ndarray) -> np.ndarray:
-    return np.exp(_log_softmax(np.asarray(z, dtype=np.float64)))
+    return softmax(np.asarray(z, dtype=np.float64))
 
 
 @contextlib.contextmanager

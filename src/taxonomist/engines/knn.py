@@ -107,6 +107,12 @@ class KnnEngine(EmbeddingEngine):
     """
 
     name = "knn"
+    family = "retrieval"
+    label = "knn (MiniLM retrieval)"
+    budget_kind = "embed"
+    test_params = {"k": 10}
+    demo_caps = {"max_train": 1500, "max_test": 300, "month_test": 60, "event_test": 150, "seeds": 1,
+                 "policies": ("never", "monthly")}
 
     def __init__(
         self,
@@ -137,7 +143,7 @@ class KnnEngine(EmbeddingEngine):
         self.vectors_ = np.zeros((0, self._embedder().dim), dtype=np.float32)
         self.taxonomy_ = None
         self.taxonomy_version_ = ""
-        self._append(texts, labels.tolist(), EXAMPLE, [f"train:{i}" for i in range(len(texts))])
+        self._append(texts, labels.tolist(), EXAMPLE, self._train_refs(len(texts)))
         taxonomy = _as_taxonomy(self.taxonomy)
         if taxonomy is not None:
             self.set_taxonomy(taxonomy)

@@ -536,6 +536,9 @@ class LlmEngine(Engine):
         total = row.sum()
         if total > 0:
             return row / total
+        if ans.category in index:  # an answer without scores (no log-probabilities): all on it
+            row[index[ans.category]] = 1.0
+            return row
         # Abstained with no distribution: spread over the shortlist.
         short = [c for c in ans.extra.get("shortlist", []) if c in index] or list(index)
         row[[index[c] for c in short]] = 1.0 / len(short)
@@ -563,7 +566,8 @@ class LlmEngine(Engine):
         preds = self._decide(
             proba, [], ids=ids, top_k=top_k, taxonomy=taxonomy, code_map=code_map,
             evidence=[a.evidence for a in answers] if evidence else None, start=time.perf_counter(),
-            forced=forced, costs=[a.cost_usd for a in answers], extras=[a.extra for a in answers],
+            forced=forced, forced_confidence=[a.confidence if a.category == ABSTAIN else 0.0 for a in answers],
+            costs=[a.cost_usd for a in answers], extras=[a.extra for a in answers],
             route=None,
         )
         return [dataclasses.replace(p, latency_ms=max(a.latency_ms, 1e-3), route=a.extra.get("routed", self.name))

@@ -20,10 +20,40 @@ _WEIGHTS = "tfidf_weights.npz"
 _VOCAB = "tfidf_vocabulary.json"
 
 
-def _vectorizers(min_df: int) -> tuple[TfidfVectorizer, TfidfVectorizer]:
-    word = TfidfVectorizer(analyzer="word", ngram_range=(1, 2), sublinear_tf=True, min_df=min_df, lowercase=True, dtype=np.float32)
-    char = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=min_df, lowercase=True, dtype=np.float32)
+def _vectorizers(min_df: int, vocabularies: tuple[Any, Any] = (None, None)) -> tuple[TfidfVectorizer, TfidfVectorizer]:
+    common = {"sublinear_tf": True, "lowercase": True, "dtype": np.float32}
+    word = TfidfVectorizer(analyzer="word", ngram_range=(1, 2), min_df=min_df if vocabularies[0] is None else 1,
+                           vocabulary=vocabularies[0], **common)
+    char = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), min_df=min_df if vocabularies[1] is None else 1,
+                           vocabulary=vocabularies[1], **common)
     return word, char
+
+
+def _shared_vocabularies(texts: list[str], min_records: int, min_df: int) -> tuple[Any, Any]:
+    """The word and char n-grams found in at least `min_records` distinct texts (None: keep every n-gram).
+
+    Counted over distinct texts, so one record imported twice does not make a
+    patient's name or member id common. The saved vocabulary then holds no
+    n-gram unique to one record.
+    """
+    if min_records <= 1:
+        return None, None
+    distinct = list(dict.fromkeys(texts))
+    if len(distinct) < min_records:
+        raise EngineError(
+            f"fit: min_records={min_records} but the training set has {len(distinct)} distinct texts; "
+            "lower min_records or add records"
+        )
+    out = []
+    for vec in _vectorizers(max(min_df, min_records)):
+        try:
+            vec.fit(distinct)
+        except ValueError:  # sklearn: no n-gram is common enough
+            raise EngineError(
+                f"fit: no word is used in {min_records} or more distinct training texts; lower min_records"
+            ) from None
+        out.append(sorted(vec.vocabulary_))
+    return out[0], out[1]
 
 
 @register_engine
@@ -33,20 +63,35 @@ class TfidfEngine(Engine):
     Probabilities are a softmax of the SVM margins scaled by `scale`; fit a
     temperature on held-out data with `taxonomist.engines.calibration` to make
     them calibrated.
+
+    `min_records` keeps only the word and character n-grams that occur in at
+    least that many distinct training texts, so the saved vocabulary
+    (`tfidf_vocabulary.json`) holds no word unique to one record, such as a
+    patient name or member id written in one note. Character n-grams of a rare
+    word can still survive through common ones (see docs/SECURITY.md).
+    Measured cost: benchmarks/tfidf_min_records.py.
     """
 
     name = "tfidf"
+    family = "fine-tuned"
+    label = "tfidf"
+    budget_kind = "fast"
+    test_params: dict = {}
+    demo_caps = {"max_train": 3000}
 
-    def __init__(self, *, C: float = 0.5, min_df: int = 1, scale: float = 10.0, threshold: float | None = None) -> None:
+    def __init__(
+        self, *, C: float = 0.5, min_df: int = 1, min_records: int = 1, scale: float = 10.0, threshold: float | None = None
+    ) -> None:
         self.C = C
         self.min_df = min_df
+        self.min_records = min_records
         self.scale = scale
         self.threshold = threshold
 
     def _fit(self, texts: list[str], labels: np.ndarray) -> None:
         if len(self.classes_) < 2:
             raise EngineError(f"fit: tfidf needs at least 2 categories, found {len(self.classes_)}; add examples of another category")
-        word, char = _vectorizers(self.min_df)
+        word, char = _vectorizers(self.min_df, _shared_vocabularies(texts, self.min_records, self.min_df))
         try:
             x = sparse.hstack([word.fit_transform(texts), char.fit_transform(texts)]).tocsr()
         except ValueError as exc:  # sklearn: "empty vocabulary" (texts of single characters or nothing)
