@@ -53,3 +53,27 @@ def test_scale_sharpens_probabilities_without_changing_ranking():
     p1, p2 = soft.predict_proba(TEST[0]), sharp.predict_proba(TEST[0])
     np.testing.assert_array_equal(p1.argmax(axis=1), p2.argmax(axis=1))
     assert p2.max(axis=1).mean() > p1.max(axis=1).mean()
+
+
+# ----- PHI-safe vocabulary (issue 11) ----------------------------------------------------------
+def test_min_records_keeps_words_of_one_record_out_of_the_saved_vocabulary(tmp_path):
+    texts, labels = list(TRAIN[0]), list(TRAIN[1])
+    marker = "Zqxjroe member W739105528"
+    texts[3] = f"{texts[3]} {marker}"
+    texts.append(texts[3])  # the same note imported twice is still one record's words
+    labels.append(labels[3])
+    for min_records, kept in ((1, True), (2, False)):
+        engine = TfidfEngine(min_records=min_records).fit(texts, labels)
+        engine.save(tmp_path / f"m{min_records}")
+        saved = (tmp_path / f"m{min_records}" / "tfidf_vocabulary.json").read_text().lower()
+        assert ("zqxjroe" in saved) is kept and ("w739105528" in saved) is kept
+        assert (engine.predict(TEST[0]) == np.array(TEST[1])).mean() >= 0.7
+        loaded = load_engine(tmp_path / f"m{min_records}")
+        np.testing.assert_allclose(loaded.predict_proba(TEST[0]), engine.predict_proba(TEST[0]), atol=1e-6)
+    vocab = json.loads((tmp_path / "m2" / "tfidf_vocabulary.json").read_text())
+    assert not [g for g in vocab["char"] if "xjro" in g or "73910" in g]  # its rare character n-grams go too
+
+
+def test_min_records_larger_than_the_data_is_a_clear_error():
+    with pytest.raises(EngineError, match="min_records=5 but the training set has 3 distinct texts"):
+        TfidfEngine(min_records=5).fit(["a b", "c d", "a b", "e f"], ["x", "y", "x", "y"])
