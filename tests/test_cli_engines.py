@@ -79,7 +79,7 @@ def test_evaluate_reports_metrics(model, tmp_path):
 
 def test_user_errors_are_one_line(tmp_path, capsys):
     assert run("evaluate", "--model", str(tmp_path / "nothing"), "--data", str(DATA / "clinc150_small_test.csv")) == 1
-    assert "manifest.json is missing" in capsys.readouterr().err
+    assert "is not a directory" in capsys.readouterr().err
     assert run("train", "nosuch", "--data", str(DATA / "clinc150_small_train.csv"), "--out", str(tmp_path / "m")) == 1
     assert "unknown engine 'nosuch'" in capsys.readouterr().err
     unlabelled = tmp_path / "u.csv"

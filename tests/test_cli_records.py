@@ -107,8 +107,12 @@ def test_stats_review_assign_and_revert(capsys: pytest.CaptureFixture[str], tmp_
     change = load_taxonomy(TAXONOMY).split("G1", {"G1A": "Telehealth modifier", "G1B": "Other modifier"}, author="lead")
     with Store.open(db_url) as store:
         split_id = store.relabel(change, who="lead").relabel_id
-    code, out, err = cli(capsys, "records", "review", "--db", db_url)
-    assert out.splitlines() == ["g1\tG1", "g2\tG1"] and "2 record(s) to review" in err
+    code, out, err = cli(capsys, "records", "review", "--db", db_url, "--json")
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [(r["record_id"], r["reason"], r["current_label"]) for r in rows] == [("g1", "split", "G1"), ("g2", "split", "G1")]
+    assert rows[0]["excerpt"] == "modifier 95 missing" and rows[0]["details"]["candidates"] == ["G1A", "G1B"]
+    code, out, _ = cli(capsys, "records", "review", "--db", db_url)
+    assert code == 0 and "split" in out and "HO modifier invalid" in out  # a table with the text excerpt
     assert cli(capsys, "records", "assign", "g1", "G1A", "--relabel-id", split_id, "--db", db_url)[0] == 0
     code, _, err = cli(capsys, "records", "assign", "g2", "G1", "--db", db_url)
     assert code == 1 and "'G1' is not an active category" in err
@@ -116,6 +120,56 @@ def test_stats_review_assign_and_revert(capsys: pytest.CaptureFixture[str], tmp_
     assert code == 0 and "1 label(s) restored" in out
     with Store.open(db_url) as store:
         assert store.current_labels() == {"g1": "G1", "g2": "G1"}
+        # The taxonomy is back too, and the split's review items are withdrawn.
+        assert store.get_taxonomy().version_id == load_taxonomy(TAXONOMY).version_id
+        assert store.review_queue() == []
+
+
+def test_assign_file_export_and_revert_of_a_merge_restores_the_taxonomy_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, db_url: str
+) -> None:
+    import shutil
+
+    from taxonomist.taxonomy import load_taxonomy
+
+    tax = tmp_path / "t.yaml"
+    shutil.copy(TAXONOMY, tax)
+    path = tmp_path / "r.csv"
+    path.write_text("id,text,label,date\nr1,no auth on file,C1,2024-01-05\nr2,auth denied,C2,2024-02-05\n"
+                    "r3,timely filing,I1,2024-03-05\n")
+    assert cli(capsys, "import", str(path), "--taxonomy", str(tax), "--db", db_url)[0] == 0
+    decisions = tmp_path / "decisions.csv"
+    decisions.write_text("id,category\nr1,C2\nr3,C1\n")
+    code, out, err = cli(capsys, "records", "assign", "--file", str(decisions), "--db", db_url)
+    assert code == 0 and "2 label(s) written" in out, err
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,category\nr2,C1\nr9,C1\n")  # r9 is not stored: nothing of the file is applied
+    code, _, err = cli(capsys, "records", "assign", "--file", str(bad), "--db", db_url)
+    assert code == 1 and "row 2: record 'r9' is not in the store" in err
+    with Store.open(db_url) as store:
+        assert store.current_labels() == {"r1": "C2", "r2": "C2", "r3": "C1"}
+        assert [h["category"] for h in store.label_history("r1")] == ["C1", "C2"]
+
+    code, out, err = cli(capsys, "taxonomy", "merge", str(tax), "C1", "C2", "--into", "C1", "--db", db_url)
+    assert code == 0, err
+    merge_id = out.split("relabel id ")[1].split(")")[0]
+    exported = tmp_path / "export.csv"
+    assert cli(capsys, "records", "export", "--db", db_url, "--out", str(exported))[0] == 0
+    text = exported.read_text()
+    assert "r1,no auth on file,C1" in text and "r2,auth denied,C1" in text  # the current labels, after the merge
+
+    code, out, _ = cli(capsys, "records", "revert", merge_id, "--db", db_url)
+    assert code == 0 and f"wrote version {load_taxonomy(TAXONOMY).version_id}" in out
+    assert load_taxonomy(tax).version_id == load_taxonomy(TAXONOMY).version_id
+    # The merge can be applied again: C2 is active in the file again.
+    assert cli(capsys, "taxonomy", "merge", str(tax), "C1", "C2", "--into", "C1", "--db", db_url)[0] == 0
+
+
+def test_a_db_path_that_does_not_exist_is_refused_unless_created(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    missing = tmp_path / "typo.db"
+    code, _, err = cli(capsys, "records", "stats", "--db", str(missing))
+    assert code == 1 and "no store at" in err and "--create" in err
+    assert not missing.exists()
 
 
 def test_import_where_every_row_is_bad_exits_non_zero(

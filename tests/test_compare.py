@@ -165,9 +165,9 @@ def test_missing_label_column_names_the_fix(tmp_path):
         load_dataset(tmp_path / "x.csv")
 
 
-def test_empty_label_names_the_row(tmp_path):
+def test_empty_label_names_the_record(tmp_path):
     (tmp_path / "x.csv").write_text("id,text,label\n1,hello,A\n2,world,\n")
-    with pytest.raises(ExperimentError, match="row 3"):
+    with pytest.raises(ExperimentError, match="no label \(first: id .2.\)"):
         load_dataset(tmp_path / "x.csv")
 
 

@@ -45,6 +45,7 @@ __all__ = [
     "derive_id",
     "text_hash",
     "count_rows",
+    "write_records",
 ]
 
 
@@ -623,3 +624,53 @@ def write_rejects(rejects: Sequence[Reject], path: str | Path) -> Path:
         for r in rejects:
             w.writerow([r.line, r.id, r.reason])
     return p
+
+
+def write_records(records: Iterable[Record], path: str | Path) -> int:
+    """Write records (id, text, label, date, source, then their fields) as CSV, JSONL or Parquet, by suffix.
+
+    What `read_records` reads back into the same records; returns the count.
+    The output holds record text: it is PHI, like the store.
+    """
+    p = Path(path)
+    fmt = detect_format(p)
+    if fmt not in ("csv", "jsonl", "parquet"):
+        raise RecordError(f"cannot export to '{p.name}': use a .csv, .jsonl or .parquet file")
+    p.parent.mkdir(parents=True, exist_ok=True)
+
+    def row(r: Record) -> dict[str, Any]:
+        base = {"id": r.id, "text": r.text, "label": r.label or "", "date": r.date.isoformat() if r.date else "",
+                "source": r.source or ""}
+        for k, v in (r.fields or {}).items():
+            if k not in base:
+                base[k] = v
+        return base
+
+    n = 0
+    if fmt == "jsonl":
+        with p.open("w", encoding="utf-8") as fh:
+            for r in records:
+                fh.write(json.dumps(row(r), ensure_ascii=False, default=str) + "\n")
+                n += 1
+        return n
+    rows = [row(r) for r in records]
+    n = len(rows)
+    columns: list[str] = []
+    for d in rows:
+        for k in d:
+            if k not in columns:
+                columns.append(k)
+    if fmt == "csv":
+        with p.open("w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, fieldnames=columns or ["id", "text", "label", "date", "source"])
+            w.writeheader()
+            for d in rows:
+                w.writerow({k: json.dumps(v) if isinstance(v, (dict, list)) else ("" if v is None else v) for k, v in d.items()})
+        return n
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({c: [None if d.get(c) is None else (json.dumps(d[c]) if isinstance(d.get(c), (dict, list)) else str(d[c]))
+                          for d in rows] for c in columns})
+    pq.write_table(table, p)
+    return n

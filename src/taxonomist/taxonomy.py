@@ -648,6 +648,9 @@ class Crosswalk:
 
     source: str
     mapping: Mapping[str, str]
+    #: Their codes that cover more than one of ours ({their code: [our candidates]}): records imported
+    #: under them get the mapped label and a review item (reason `ambiguous_crosswalk`).
+    ambiguous: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def check(self, taxonomy: Taxonomy) -> None:
         if not self.mapping:
@@ -711,7 +714,11 @@ def load_crosswalk(path: str | Path, *, source: str | None = None) -> Crosswalk:
     data = read_yaml_file(p, error=TaxonomyError, what="crosswalk file") or {}
     if not isinstance(data, Mapping) or not isinstance(data.get("mapping"), Mapping):
         raise TaxonomyError(f"crosswalk '{p}': expected 'mapping: {{their_code: our_code}}'")
+    ambiguous = data.get("ambiguous") or {}
+    if not isinstance(ambiguous, Mapping):
+        raise TaxonomyError(f"crosswalk '{p}': 'ambiguous' must map their code to a list of our candidate codes")
     return Crosswalk(
         source=source or str(data.get("source", p.stem)),
         mapping={str(k): str(v) for k, v in data["mapping"].items()},
+        ambiguous={str(k): tuple(str(x) for x in (v if isinstance(v, (list, tuple)) else [v])) for k, v in ambiguous.items()},
     )

@@ -13,7 +13,7 @@ from ..errors import TaxonomistError
 __all__ = ["build_app", "main"]
 
 # Each module defines `register(app: typer.Typer) -> None`. Order is the order in --help.
-COMMAND_MODULES = ("taxonomy", "records", "data", "engines", "llm", "compare")
+COMMAND_MODULES = ("taxonomy", "records", "data", "engines", "models", "llm", "compare", "audit")
 
 
 def build_app() -> typer.Typer:

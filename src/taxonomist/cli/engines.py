@@ -1,37 +1,60 @@
-"""`taxonomist train`, `classify` and `evaluate`: fit an engine on a labelled file, apply it, measure it."""
+"""`taxonomist train`, `classify`, `evaluate` and `engines list`: thin commands over `taxonomist.service`."""
 
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import json
-import random
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.table import Table
 
 from ..errors import EngineError, RecordError
-from ._console import console, err_console, progress
+from ._console import console, err_console, reporter, resumable
+from .records import Create, Db
 
 __all__ = ["register"]
+
+engines_app = typer.Typer(help="The engines this installation has.", no_args_is_help=True)
 
 TextCol = Annotated[str, typer.Option("--text-col", help="Column holding the record text.")]
 LabelCol = Annotated[
     Optional[str], typer.Option("--label-col", help="Column holding the category. Default: 'label' or 'category'.")
 ]
 IdCol = Annotated[Optional[str], typer.Option("--id-col", help="Column holding a unique record id. Default: 'id' if present, else derived.")]
+Since = Annotated[Optional[str], typer.Option("--since", help="With --db: records dated on or after this day (YYYY-MM-DD).")]
+Until = Annotated[Optional[str], typer.Option("--until", help="With --db: records dated on or before this day (YYYY-MM-DD).")]
+Source = Annotated[Optional[str], typer.Option("--source", help="With --db: only records of this source.")]
+
+
+def _engine_help() -> str:
+    from ..engines.base import engine_classes
+
+    return ", ".join(engine_classes())
+
+
+def _day(value: str | None, option: str) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise RecordError(f"{option} '{value}' is not a date; use YYYY-MM-DD") from None
 
 
 def _read(path: Path, text_col: str, label_col: str | None, id_col: str | None, taxonomy=None, *, need_labels: bool):
-    """Records from a CSV/JSONL/Parquet file; rejected rows are reported by line and reason (never text)."""
+    """Records from a file through the project's one reader; rejected rows reported by line and reason (never text)."""
     from ..records import ColumnMapping, read_records
 
+    if not path.is_file():
+        raise RecordError(f"input file '{path}' does not exist" if not path.exists() else f"input '{path}' is not a file")
     result = read_records(path, mapping=ColumnMapping(text=text_col, label=label_col, id=id_col), taxonomy=taxonomy)
     if result.rejects:
         err_console.print(f"[yellow]{len(result.rejects)} row(s) of {path} skipped[/yellow]")
         for r in result.rejects[:5]:
-            err_console.print(f"  line {r.line}: {r.reason}")
+            err_console.print(f"  line {r.line}: {r.reason}", highlight=False, markup=False)
     records = result.records
     if need_labels:
         unlabelled = [r for r in records if not r.label]
@@ -58,167 +81,249 @@ def _params(pairs: list[str]) -> dict:
     return out
 
 
-def _split(records, fraction: float, seed: int):
-    """Stratified hold-out: about `fraction` of each category (at least one, if it has two or more)."""
-    by_label: dict[str, list] = {}
-    for r in records:
-        by_label.setdefault(r.label, []).append(r)
-    rng = random.Random(seed)
-    fit, held = [], []
-    for label in sorted(by_label):
-        group = by_label[label][:]
-        rng.shuffle(group)
-        n = int(round(len(group) * fraction)) if len(group) > 1 else 0
-        n = max(n, 1) if len(group) > 1 else 0
-        held += group[:n]
-        fit += group[n:]
-    return fit, held
+def _settings(db: str | None, create: bool = False):
+    from ..service import Settings
+
+    return Settings.from_env(db=db, create=create)
 
 
 def train(
-    engine: Annotated[str, typer.Argument(help="Engine name: tfidf, knn, head, finetune, ensemble, llm.", show_default=False)],
-    data: Annotated[Path, typer.Option("--data", help="Labelled training file (.csv, .jsonl, .parquet).", show_default=False)],
+    engine: Annotated[str, typer.Argument(help="Engine name (see `taxonomist engines list`).", show_default=False)],
     out: Annotated[Path, typer.Option("--out", help="Directory to write the model (weights + manifest.json).", show_default=False)],
+    data: Annotated[
+        Optional[Path], typer.Option("--data", help="Labelled training file (.csv, .jsonl, .parquet, .835). Or train from --db.")
+    ] = None,
+    db: Db = None,
+    since: Since = None,
+    until: Until = None,
+    source: Source = None,
     taxonomy: Annotated[
         Optional[Path],
-        typer.Option("--taxonomy", help="Taxonomy YAML: labels must be its active codes; knn/llm also use its definitions."),
+        typer.Option("--taxonomy", help="Taxonomy YAML: labels must be its active codes (default with --db: the store's latest)."),
     ] = None,
     text_col: TextCol = "text",
     label_col: LabelCol = None,
     id_col: IdCol = None,
     calibrate: Annotated[
         float,
-        typer.Option("--calibrate", help="Hold out this share of each category to fit a temperature (and threshold). 0: none."),
+        typer.Option("--calibrate", help="Hold out this share of each category to fit a temperature and threshold "
+                     "(default 0.1 with --target-accuracy, else 0: none)."),
     ] = 0.0,
-    abstain_accuracy: Annotated[
+    target_accuracy: Annotated[
         Optional[float],
-        typer.Option(
-            "--abstain-accuracy",
-            help="With --calibrate: choose the highest abstention threshold that keeps held-out accuracy at least this (e.g. 0.95).",
-        ),
+        typer.Option("--target-accuracy", "--abstain-accuracy", min=0.0, max=1.0,
+                     help="Answer automatically only where answers are at least this accurate on held-out data; the rest "
+                     "is NONE (to review). Prints the share answered."),
     ] = None,
+    abstain_policy: Annotated[
+        str,
+        typer.Option("--abstain-policy", help="'answered': accuracy on the answered records (review routing); 'overall': "
+                     "accuracy over all records, abstentions counted wrong (out-of-scope detection)."),
+    ] = "answered",
     abstain_confidence: Annotated[
         float,
         typer.Option(
             "--abstain-confidence",
             min=0.5,
             max=0.9999,
-            help="With --abstain-accuracy: the held-out accuracy must clear it with this one-sided confidence "
+            help="With --target-accuracy: the held-out accuracy must clear it with this one-sided confidence "
             "(Wilson bound), so that the promise holds on new data too; 0.5 = point estimate.",
         ),
     ] = 0.95,
     param: Annotated[list[str], typer.Option("--param", help="Engine parameter NAME=VALUE (JSON values), repeatable.")] = [],
     seed: Annotated[int, typer.Option("--seed", help="Seed of the calibration hold-out split.")] = 0,
+    activate: Annotated[bool, typer.Option("--activate", help="With --db: make the new model the active one.")] = False,
 ) -> None:
-    """Fit ENGINE on a labelled file and save it to --out (no pickle: weights + manifest)."""
-    from ..engines import create_engine
-    from ..engines.calibration import calibrate as fit_calibration
+    """Fit ENGINE on a labelled file or on the store's current labels, save it to --out and register it (with --db)."""
+    from .. import service
     from ..taxonomy import load_taxonomy
 
+    if abstain_policy not in ("answered", "overall"):
+        raise EngineError(f"--abstain-policy '{abstain_policy}': expected 'answered' or 'overall'")
+    if (data is None) == (db is None) and data is None:
+        raise RecordError("give the training data: --data FILE, or --db STORE to train on its current labels")
     tax = load_taxonomy(taxonomy) if taxonomy else None
-    records = _read(data, text_col, label_col, id_col, tax, need_labels=True)
-    params = _params(param)
-    model = create_engine(engine, **params)
-    if tax is not None and "taxonomy" in model.get_params():
-        model.set_params(taxonomy=str(taxonomy))
-    fit_records, held = _split(records, calibrate, seed) if calibrate > 0 else (records, [])
-    err_console.print(f"fitting {engine} on {len(fit_records)} records, {len({r.label for r in fit_records})} categories")
-    with progress(transient=True) as bar:
-        bar.add_task(f"training {engine}", total=None)
-        model.fit([r.text for r in fit_records], [r.label for r in fit_records])
-    if tax is not None and not getattr(model, "taxonomy_version_", ""):
-        model.taxonomy_version_ = tax.version_id
-    summary = {"engine": engine, "records": len(fit_records), "classes": len(model.classes_), "train_seconds": round(model.train_seconds_, 2)}
-    if held:
-        threshold = "auto" if abstain_accuracy is not None else None
-        cal = fit_calibration(model, [r.text for r in held], [r.label for r in held], threshold=threshold,
-                              min_accuracy=abstain_accuracy or 0.95,
-                              confidence_level=abstain_confidence)
-        summary.update(
-            held_out=len(held), temperature=round(cal.temperature, 4), ece_before=round(cal.ece_before, 4),
-            ece_after=round(cal.ece_after, 4), threshold=cal.threshold,
-        )
-    model.save(out)
-    summary["model_id"] = model.model_id
-    summary["out"] = str(out)
-    console.print_json(json.dumps(summary))
+    store = service.open_store(_settings(db)) if db is not None else None
+    try:
+        if store is not None and tax is None:
+            tax = store.get_taxonomy()
+        if data is not None:
+            records = _read(data, text_col, label_col, id_col, None, need_labels=True)
+        else:
+            records = service.store_records(store, since=_day(since, "--since"), until=_day(until, "--until"), source=source)
+            err_console.print(f"training data: {len(records)} labelled record(s) from {store}"
+                              + (f", {since or '…'} to {until or '…'}" if since or until else ""))
+        with reporter(f"training {engine}"), resumable("nothing was saved; rerun the command"):
+            result = service.train(
+                engine, records, out=out, taxonomy=tax, taxonomy_path=taxonomy, params=_params(param),
+                calibrate=calibrate, target_accuracy=target_accuracy, policy=abstain_policy,
+                confidence_level=abstain_confidence, seed=seed, store=store, activate=activate,
+                say=lambda m: err_console.print(m, highlight=False, markup=False),
+            )
+    finally:
+        if store is not None:
+            store.close()
+    for note in result.notes:
+        err_console.print(note, highlight=False, markup=False)
+    summary: dict[str, Any] = {"engine": result.engine, "records": result.records, "classes": result.classes,
+                               "train_seconds": result.train_seconds, "taxonomy_version": result.taxonomy_version}
+    if result.held_out:
+        summary["held_out"] = result.held_out
+        summary.update(result.calibration)
+    summary["model_id"] = result.model_id
+    summary["out"] = result.out
+    if result.registered:
+        summary["registered"] = "active" if activate else "candidate"
+    console.print_json(json.dumps(summary, default=str))
 
 
-def _done_ids(output: Path) -> set[str]:
+# ----- classify -------------------------------------------------------------------------------
+OUT_COLUMNS = ["id", "category", "confidence", "reason", "alternatives", "model_id", "taxonomy_version"]
+
+
+def _prepare_output(output: Path, model_id: str) -> set[str]:
+    """Ids already written to `output` by the same model (resume); a cut last line is truncated away.
+
+    Refuses an output written by another model: two models in one file cannot be told apart later.
+    """
     if not output.exists() or output.stat().st_size == 0:
         return set()
+    data = output.read_bytes()
+    if not data.endswith(b"\n"):
+        # An interrupted write left half a line: drop it, that record is redone.
+        cut = data.rfind(b"\n") + 1
+        with output.open("r+b") as f:
+            f.truncate(cut)
+        err_console.print(f"{output}: removed a partial last line left by an interruption", highlight=False, markup=False)
+    ids: set[str] = set()
+    models: set[str] = set()
     if output.suffix in (".jsonl", ".ndjson"):
-        ids = set()
         with output.open(encoding="utf-8") as f:
             for line in f:
-                line = line.strip()
-                if line:
+                if line.strip():
                     try:
-                        ids.add(str(json.loads(line)["id"]))
-                    except (json.JSONDecodeError, KeyError):
-                        continue  # a line cut by an interruption: that record is redone
-        return ids
-    with output.open(encoding="utf-8", newline="") as f:
-        return {row["id"] for row in csv.DictReader(f) if row.get("id") and row.get("category")}
-
-
-OUT_COLUMNS = ["id", "category", "confidence", "alternatives", "model_id"]
+                        row = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue
+                    ids.add(str(row.get("id")))
+                    models.add(str(row.get("model_id", "")))
+    else:
+        with output.open(encoding="utf-8", newline="") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames and "model_id" not in reader.fieldnames:
+                raise RecordError(f"'{output}' is not a predictions file of taxonomist (no model_id column); choose another --output")
+            for row in reader:
+                if row.get("id") and row.get("category"):
+                    ids.add(row["id"])
+                    models.add(row.get("model_id") or "")
+    others = sorted(m for m in models if m and m != model_id)
+    if others:
+        raise RecordError(
+            f"'{output}' holds predictions of model {others[0]}, not {model_id}; resuming would mix two models in one "
+            "file: write to another --output, or delete the file to start over"
+        )
+    return ids
 
 
 def classify(
-    model: Annotated[Path, typer.Option("--model", help="Directory of a saved model (from `taxonomist train`).", show_default=False)],
-    input: Annotated[Path, typer.Option("--input", help="Records to classify (.csv, .jsonl, .parquet).", show_default=False)],
     output: Annotated[
         Path,
         typer.Option("--output", help="Predictions: .csv or .jsonl. If it exists, records already in it are skipped (resume).", show_default=False),
     ],
+    model: Annotated[
+        str, typer.Option("--model", help="A model directory, or with --db a registered model id or 'active'.")
+    ] = "active",
+    input: Annotated[
+        Optional[Path], typer.Option("--input", help="Records to classify (.csv, .jsonl, .parquet, .835). Default with --db: the store's records.")
+    ] = None,
+    db: Db = None,
+    since: Since = None,
+    until: Until = None,
+    source: Source = None,
     text_col: TextCol = "text",
     id_col: IdCol = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Records per engine call; each batch is written before the next.")] = 256,
-    top_k: Annotated[int, typer.Option("--top-k", help="Alternatives written per record.")] = 3,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Records per engine call; each batch is written before the next.")] = 256,
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Alternatives written per record.")] = 3,
+    review: Annotated[bool, typer.Option("--review/--no-review", help="With --db: put NONE decisions in the review queue.")] = True,
 ) -> None:
-    """Classify every record of --input into --output, in batches, resumably."""
-    from ..engines import load_engine
+    """Classify records into --output in batches, resumably; with --db every decision goes to the store's decision log.
 
-    engine = load_engine(model)
-    records = _read(input, text_col, None, id_col, need_labels=False)
-    done = _done_ids(output)
-    todo = [r for r in records if r.id not in done]
-    if done:
-        err_console.print(f"resuming: {len(records) - len(todo)} of {len(records)} records already in {output}")
+    Decisions are valid in the store's current taxonomy: a model trained before
+    a merge or rename answers the new code, one trained before a split or a
+    retirement answers NONE (to review) for the affected codes, and a warning
+    names both versions.
+    """
+    from .. import service
+
+    if input is None and db is None:
+        raise RecordError("give the records: --input FILE, or --db STORE to classify its records")
+    store = service.open_store(_settings(db)) if db is not None else None
+    try:
+        loaded = service.load_model(model, store)
+        done = _prepare_output(output, loaded.model_id)
+        if input is not None:
+            records = _read(input, text_col, None, id_col, need_labels=False)
+        else:
+            records = service.store_records(store, labelled=None, since=_day(since, "--since"), until=_day(until, "--until"),
+                                            source=source)
+        todo = [r for r in records if r.id not in done]
+        if done:
+            err_console.print(f"resuming: {len(records) - len(todo)} of {len(records)} records already in {output}")
+        _run_classify(loaded, todo, output, store, batch_size, top_k, review, total=len(records), already=len(records) - len(todo))
+    finally:
+        if store is not None:
+            store.close()
+
+
+def _run_classify(loaded, todo, output: Path, store, batch_size: int, top_k: int, review: bool, *, total: int, already: int) -> None:
+    from .. import service
+
     jsonl = output.suffix in (".jsonl", ".ndjson")
     new_file = not output.exists() or output.stat().st_size == 0
     output.parent.mkdir(parents=True, exist_ok=True)
-    model_id = engine.model_id
-    import numpy as np
-
-    with output.open("a", encoding="utf-8", newline="") as f, progress() as bar:
+    written = [already]
+    with output.open("a", encoding="utf-8", newline="") as f, reporter("classifying", len(todo)) as update, resumable(
+        lambda: f"{written[0]:,} of {total:,} records are in {output}"
+        + (" and the store's decision log" if store is not None else "") + "; rerun the same command to resume"
+    ):
         writer = None if jsonl else csv.DictWriter(f, fieldnames=OUT_COLUMNS)
         if writer is not None and new_file:
             writer.writeheader()
-        task = bar.add_task("classifying", total=len(todo))
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start : start + batch_size]
-            proba = engine.predict_proba([r.text for r in batch])
-            threshold = engine._abstain_threshold() or 0.0
-            for rec, row in zip(batch, proba):
-                order = np.argsort(-row)[:top_k]
-                best = int(order[0])
-                category = str(engine.classes_[best]) if row[best] >= threshold else "NONE"
-                alts = [(str(engine.classes_[i]), round(float(row[i]), 4)) for i in order]
-                out = {"id": rec.id, "category": category, "confidence": round(float(row[best]), 4), "model_id": model_id}
+
+        def write(batch, preds) -> None:
+            for rec, p in zip(batch, preds):
+                row = {"id": rec.id, "category": p.category, "confidence": round(p.confidence, 4), "reason": p.reason,
+                       "model_id": p.model_id, "taxonomy_version": p.taxonomy_version}
                 if jsonl:
-                    f.write(json.dumps({**out, "alternatives": [{"category": c, "score": s} for c, s in alts]}) + "\n")
+                    alts = [{"category": a.category, "score": round(a.score, 4)} for a in p.alternatives]
+                    f.write(json.dumps({**row, "alternatives": alts}) + "\n")
                 else:
-                    writer.writerow({**out, "alternatives": ";".join(f"{c}:{s}" for c, s in alts)})
+                    writer.writerow({**row, "alternatives": ";".join(f"{a.category}:{round(a.score, 4)}" for a in p.alternatives)})
             f.flush()
-            bar.advance(task, len(batch))
-    err_console.print(f"wrote {len(todo)} prediction(s) to {output}")
+            written[0] += len(batch)
+
+        result = service.classify(
+            loaded.engine, todo, store=store, batch_size=batch_size, top_k=top_k, to_review=review, total=len(todo),
+            on_batch=write, progress=lambda d, t: update(d, t),
+            warn=lambda m: err_console.print(f"[yellow]warning:[/yellow] {m}", highlight=False),
+        )
+    reasons = ", ".join(f"{k} {v}" for k, v in result.reasons.most_common()) or "none"
+    err_console.print(
+        f"wrote {result.records} prediction(s) to {output}: {result.answered} answered ({result.coverage:.1%}), "
+        f"{result.records - result.answered} NONE ({reasons})"
+        + (f"; decision log run {result.run_id}" if result.run_id else ""),
+        highlight=False,
+    )
 
 
+# ----- evaluate -------------------------------------------------------------------------------
 def evaluate(
-    model: Annotated[Path, typer.Option("--model", help="Directory of a saved model.", show_default=False)],
-    data: Annotated[Path, typer.Option("--data", help="Labelled test file (.csv, .jsonl, .parquet).", show_default=False)],
+    model: Annotated[str, typer.Option("--model", help="A model directory, or with --db a registered id or 'active'.")] = "active",
+    data: Annotated[Optional[Path], typer.Option("--data", help="Labelled test file (.csv, .jsonl, .parquet). Or --db.")] = None,
+    db: Db = None,
+    since: Since = None,
+    until: Until = None,
+    source: Source = None,
     text_col: TextCol = "text",
     label_col: LabelCol = None,
     id_col: IdCol = None,
@@ -227,51 +332,85 @@ def evaluate(
     ] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the figures as JSON here.")] = None,
 ) -> None:
-    """Accuracy, macro-F1, calibration error (ECE), abstain rate and top confusions of a saved model."""
-    import numpy as np
+    """Coverage, accuracy on the answered records and overall, abstain reasons, macro-F1, ECE and confusions."""
+    from .. import service
 
-    from .. import metrics
-    from ..engines import load_engine
-
-    engine = load_engine(model)
-    records = _read(data, text_col, label_col, id_col, need_labels=True)
-    texts, truth = [r.text for r in records], [r.label for r in records]
-    proba = engine.predict_proba(texts)
-    pred = engine.predict(texts)
-    conf = proba.max(axis=1)
-    top = engine.classes_[proba.argmax(axis=1)]
-    known = np.array([t != oos_label for t in truth])
-    report = {
-        "model_id": engine.model_id,
-        "records": len(records),
-        "accuracy": metrics.accuracy(truth, pred),
-        "macro_f1": metrics.macro_f1(truth, pred),
-        "ece": metrics.ece(conf[known], (top == np.asarray(truth, dtype=object))[known]),
-        "abstain_rate": metrics.abstain_rate(pred),
-        "top_confusions": [{"true": a, "predicted": b, "count": c} for a, b, c in metrics.top_confusions(truth, pred, 10)],
-    }
-    if oos_label:
-        report.update(metrics.oos_metrics(truth, pred, oos_label=oos_label))
-    table = Table(title=f"{engine.name} on {data.name}")
+    if data is None and db is None:
+        raise RecordError("give labelled records: --data FILE, or --db STORE (its current labels)")
+    store = service.open_store(_settings(db)) if db is not None else None
+    try:
+        loaded = service.load_model(model, store)
+        if data is not None:
+            records = _read(data, text_col, label_col, id_col, need_labels=True)
+        else:
+            records = service.store_records(store, since=_day(since, "--since"), until=_day(until, "--until"), source=source)
+            if not records:
+                raise RecordError("no labelled records in the store for those filters")
+        taxonomy = store.get_taxonomy() if store is not None else None
+        with reporter("evaluating", len(records)) as update:
+            ev = service.evaluate(loaded.engine, records, taxonomy=taxonomy, oos_label=oos_label, progress=update)
+    finally:
+        if store is not None:
+            store.close()
+    report = ev.to_dict()
+    name = data.name if data is not None else f"store records ({since or '…'} to {until or '…'})"
+    table = Table(title=f"{loaded.engine.name} on {name}")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in ("records", "accuracy", "macro_f1", "ece", "abstain_rate", "in_scope_accuracy", "oos_recall"):
+    rows = [("records", ev.records), ("coverage (answered)", ev.coverage),
+            ("accuracy on answered", ev.answered_accuracy if ev.answered_accuracy is not None else "n/a"),
+            ("accuracy overall (NONE = wrong)", ev.accuracy), ("top-1 accuracy (no abstention)", ev.top1_accuracy),
+            ("macro_f1", ev.macro_f1), ("ece", ev.ece if ev.ece is not None else "n/a")]
+    for key in ("in_scope_accuracy", "oos_recall"):
         if key in report:
-            v = report[key]
-            table.add_row(key, f"{v:.4f}" if isinstance(v, float) else str(v))
+            rows.append((key, report[key]))
+    for key, v in rows:
+        table.add_row(key, f"{v:.4f}" if isinstance(v, float) else str(v))
     console.print(table)
-    if report["top_confusions"]:
+    if ev.abstain_reasons:
+        console.print("NONE by reason: " + ", ".join(f"{k} {v}" for k, v in sorted(ev.abstain_reasons.items())), highlight=False)
+    if ev.top_confusions:
         conf_table = Table(title="top confusions")
         for col in ("true", "predicted", "count"):
             conf_table.add_column(col)
-        for row in report["top_confusions"]:
+        for row in ev.top_confusions:
             conf_table.add_row(row["true"], row["predicted"], str(row["count"]))
         console.print(conf_table)
     if json_out:
-        json_out.write_text(json.dumps(report, indent=2) + "\n")
+        json_out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+
+
+# ----- engines list -------------------------------------------------------------------------------
+@engines_app.command("list")
+def engines_list(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False) -> None:
+    """Every engine (built in or added by another package): family, extra, cost, and whether it can run here."""
+    from ..engines.base import engine_classes
+    from ..errors import MissingExtraError
+
+    rows = []
+    for name, cls in engine_classes().items():
+        available = True
+        try:
+            from ..compare.demo import _check_extra
+
+            _check_extra(cls)
+        except MissingExtraError:
+            available = False
+        rows.append({"name": name, "label": cls.label or name, "family": cls.family, "extra": cls.extra or "",
+                     "cost": cls.cost_kind, "available": available, "module": cls.__module__})
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title="engines")
+    for col in ("name", "family", "label", "extra", "cost", "available"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], r["family"], r["label"], r["extra"] or "-", r["cost"], "yes" if r["available"] else "no")
+    console.print(table)
 
 
 def register(app: typer.Typer) -> None:
     app.command("train")(train)
     app.command("classify")(classify)
     app.command("evaluate")(evaluate)
+    app.add_typer(engines_app, name="engines")

@@ -14,7 +14,7 @@ from rich.table import Table
 from ..errors import RecordError
 from ._console import console, err_console, progress, resumable
 
-__all__ = ["register", "Db", "Who"]
+__all__ = ["register", "Db", "Who", "Create", "open_store"]
 
 app = typer.Typer(help="Look at and correct the records in the store.", no_args_is_help=True)
 
@@ -28,6 +28,9 @@ Db = Annotated[
         show_default=False,
     ),
 ]
+Create = Annotated[
+    bool, typer.Option("--create", help="Create the store if --db names a file that does not exist (else refused: a typo must not make a new store).")
+]
 Who = Annotated[
     Optional[str],
     typer.Option("--who", help="Who is labelling (recorded on every label). Default: $TAXONOMIST_AUTHOR or your user name."),
@@ -36,6 +39,13 @@ Who = Annotated[
 
 def _who(who: str | None) -> str:
     return who or os.environ.get("TAXONOMIST_AUTHOR") or getpass.getuser()
+
+
+def open_store(db: str | None, *, create: bool = False):
+    """The store named by --db through the service layer (refuses a missing file unless `create`)."""
+    from ..service import Settings, open_store as _open
+
+    return _open(Settings.from_env(db=db, create=create))
 
 
 def import_records(
@@ -173,7 +183,7 @@ def stats(
     """Counts of records: labelled, by category, by source and by month."""
     from ..store import Store
 
-    with Store.open(db) as store:
+    with open_store(db) as store:
         s = store.stats()
     if as_json:
         typer.echo(json.dumps(s, indent=2, sort_keys=True))
@@ -189,35 +199,70 @@ def stats(
 
 
 @app.command()
-def review(db: Db = None) -> None:
-    """List records whose label is not an active category of the latest taxonomy (e.g. after a split)."""
-    from ..store import Store
+def review(
+    db: Db = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Show at most this many records.")] = 50,
+    reason: Annotated[Optional[str], typer.Option("--reason", help="Only this reason (split, below_threshold, ambiguous_crosswalk, suspected_mislabel, ...).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Suggest with this model (directory, id or 'active') where no decision exists yet.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON (one object per record).")] = False,
+    excerpt: Annotated[int, typer.Option("--excerpt", min=0, help="Characters of text to show (0: none).")] = 80,
+) -> None:
+    """The review queue, most useful first: text excerpt, current label, suggestion and why each record is here.
 
-    with Store.open(db) as store:
-        rows = store.needs_review()
-    if not rows:
-        console.print("nothing to review: every current label is an active category")
+    Decide many at once with `taxonomist records assign --file decisions.csv` (columns id,category).
+    """
+    from .. import service
+
+    with open_store(db) as store:
+        loaded = None
+        if model is not None:
+            loaded = service.load_model(model, store)
+        elif any(m["status"] == "active" for m in store.models(status="active")):
+            loaded = service.load_model("active", store)
+        rows = service.review_rows(store, limit=limit, reason=reason, excerpt=excerpt, model=loaded)
+    if as_json:
+        for row in rows:
+            typer.echo(json.dumps(row, default=str))
         return
-    for record_id, category in rows:
-        typer.echo(f"{record_id}\t{category}")
-    err_console.print(f"{len(rows)} record(s) to review; assign each with `taxonomist records assign ID CATEGORY`")
+    if not rows:
+        console.print("nothing to review: no open review items and every current label is an active category")
+        return
+    table = Table(title=f"review queue ({len(rows)} shown)")
+    for col in ("id", "reason", "label", "suggestion", "score", "text"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r["record_id"], r["reason"], r["current_label"] or "-", r["suggested"] or "-",
+                      f"{r['score']:.2f}" if isinstance(r["score"], float) else "-", r["excerpt"])
+    console.print(table)
+    err_console.print("decide with `taxonomist records assign ID CATEGORY`, or many at once with "
+                      "`taxonomist records assign --file decisions.csv` (columns id,category)")
 
 
 @app.command()
 def assign(
-    record_id: Annotated[str, typer.Argument(help="Record id.")],
-    category: Annotated[str, typer.Argument(help="Active category code.")],
+    record_id: Annotated[Optional[str], typer.Argument(help="Record id.", show_default=False)] = None,
+    category: Annotated[Optional[str], typer.Argument(help="Active category code.", show_default=False)] = None,
+    file: Annotated[
+        Optional[Path], typer.Option("--file", help="A CSV of decisions (columns id,category): all applied in one transaction.")
+    ] = None,
     relabel_id: Annotated[
         Optional[str], typer.Option("--relabel-id", help="Attach to this operation (e.g. the split) so reverting it undoes this too.")
     ] = None,
     db: Db = None,
     who: Who = None,
 ) -> None:
-    """Give one record a new label (the old one is kept in its history)."""
-    from ..store import Store
+    """Give records new labels through the journal (old labels are kept in their history)."""
+    from .. import service
 
-    with Store.open(db) as store:
+    if file is None and (record_id is None or category is None):
+        raise RecordError("give ID CATEGORY, or --file decisions.csv (columns id,category)")
+    with open_store(db) as store:
+        if file is not None:
+            n = service.assign_file(store, file, who=_who(who))
+            console.print(f"{n} label(s) written from {file}")
+            return
         store.assign(record_id, category, who=_who(who), reason="review", relabel_id=relabel_id)
+        store.close_review_items([record_id], who=_who(who))
     console.print(f"{record_id}: {category}")
 
 
@@ -227,12 +272,70 @@ def revert(
     db: Db = None,
     who: Who = None,
 ) -> None:
-    """Undo the labels an operation wrote, restoring exactly the labels before it."""
-    from ..store import Store
-
-    with Store.open(db) as store:
+    """Undo the labels an operation wrote, restoring exactly the labels before it (and the taxonomy version, for taxonomy operations)."""
+    with open_store(db) as store:
         result = store.revert_relabel(operation_id, who=_who(who))
+        restored_tax = store.get_taxonomy(result.taxonomy_version) if result.taxonomy_version else None
     console.print(f"reverted {operation_id}: {result.restored} label(s) restored, {result.cleared} removed")
+    if restored_tax is not None:
+        console.print(f"taxonomy: version {restored_tax.version_id} is the store's current one again")
+        target = Path(result.taxonomy_file) if result.taxonomy_file else None
+        if target is not None and target.is_file():
+            from ..taxonomy import load_taxonomy
+
+            on_disk = load_taxonomy(target)
+            if on_disk.version_id != restored_tax.version_id:
+                restored_tax.save(target)
+                console.print(f"wrote version {restored_tax.version_id} back to {target}")
+
+
+@app.command("export")
+def export_records(
+    out: Annotated[Path, typer.Option("--out", help="Where to write: .csv, .jsonl or .parquet.", show_default=False)],
+    db: Db = None,
+    since: Annotated[Optional[str], typer.Option("--since", help="Records dated on or after (YYYY-MM-DD).")] = None,
+    until: Annotated[Optional[str], typer.Option("--until", help="Records dated on or before (YYYY-MM-DD).")] = None,
+    source: Annotated[Optional[str], typer.Option("--source", help="Only this source.")] = None,
+    labelled: Annotated[Optional[bool], typer.Option("--labelled/--unlabelled", help="Only labelled (or unlabelled) records.")] = None,
+) -> None:
+    """Write the store's records with their current labels (after every relabel): id, text, label, date, source, fields."""
+    from ..records import write_records
+
+    with open_store(db) as store:
+        n = write_records(
+            store.records(labelled=labelled, since=_date(since, "--since"), until=_date(until, "--until"), source=source),
+            out,
+        )
+    console.print(f"wrote {n} record(s) to {out}")
+
+
+def _date(value: str | None, option: str):
+    import datetime as dt
+
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise RecordError(f"{option} '{value}' is not a date; use YYYY-MM-DD") from None
+
+
+@app.command()
+def purge(
+    record_ids: Annotated[list[str], typer.Argument(help="Record id(s) to delete everywhere.", show_default=False)],
+    db: Db = None,
+    who: Who = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete records everywhere in the store (text, labels, decisions, review items); models trained on them are marked.
+
+    Files outside the store that may hold their text (saved knn/llm models, exports) are listed in docs/SECURITY.md.
+    """
+    if not yes and not typer.confirm(f"delete {len(record_ids)} record(s) and everything about them?"):
+        raise typer.Exit(1)
+    with open_store(db) as store:
+        counts = store.purge_records(record_ids, who=_who(who))
+    console.print("purged: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
 
 
 def register(root: typer.Typer) -> None:

@@ -53,14 +53,14 @@ def _write(change: Change, path: Path, out: Path | None, db: str | None, *, rela
                 "[dim]stored labels were not changed: pass --db to relabel the history in a record store[/dim]"
             )
         return
-    from ..store import Store
+    from .records import open_store
 
-    with Store.open(db) as store:
-        store.save_taxonomy(change.taxonomy)
+    with open_store(db) as store:
         if not relabel:
+            store.save_taxonomy(change.taxonomy)
             console.print(f"store: saved version {change.taxonomy.version_id}")
             return
-        result = store.relabel(change, who=change.entry.author)
+        result = store.relabel(change, who=change.entry.author, taxonomy_file=str(Path(target).resolve()))
     console.print(
         f"store: {result.changed} label(s) relabelled, {result.review_count} awaiting review "
         f"(undo with relabel id {result.relabel_id})"

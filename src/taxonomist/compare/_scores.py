@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..metrics import accuracy as _accuracy, ece as _ece, macro_f1 as _macro_f1, reliability_bins
+from ..taxonomy import ABSTAIN
 
 __all__ = ["summary", "accuracy", "macro_f1", "ece", "reliability"]
 
@@ -36,8 +37,14 @@ def reliability(y_true, y_pred, confidence, bins: int = 10) -> list[dict]:
 
 
 def summary(y_true, y_pred, confidence) -> dict[str, float]:
+    """Accuracy (NONE counted wrong), coverage (share answered), accuracy on the answered records, macro-F1, ECE."""
+    pred = np.asarray(y_pred, dtype=object)
+    answered = pred != ABSTAIN
+    correct = _correct(y_true, y_pred)
     return {
         "accuracy": accuracy(y_true, y_pred),
+        "coverage": float(answered.mean()) if len(pred) else 0.0,
+        "answered_accuracy": float(correct[answered].mean()) if answered.any() else 0.0,
         "macro_f1": macro_f1(y_true, y_pred),
         "ece": ece(y_true, y_pred, confidence),
         "mean_confidence": float(np.mean(confidence)) if len(confidence) else 0.0,

@@ -92,40 +92,39 @@ def load_dataset(
     columns to prepend to the text (default none: the `text` column is the
     engine input, as the denial generator writes it with its codes).
     """
+    from ..errors import RecordError
+    from ..records import ColumnMapping, read_records
+
     p = Path(path)
     if not p.is_file():
         raise ExperimentError(f"data file '{p}' does not exist")
-    rows = _read_rows(p)
-    if not rows:
-        raise ExperimentError(f"data file '{p}' has no rows; a comparison needs labelled records")
-    columns = set(rows[0])
-    if label_column is None:  # the usual names, as `taxonomist import` reads them
-        label_column = next((c for c in ("label", "category") if c in columns), "label")
-    for need in ("text", label_column):
-        if need not in columns:
-            raise ExperimentError(
-                f"data file '{p}' has no '{need}' column (found: {', '.join(sorted(columns))}); "
-                f"a comparison needs columns text,{label_column}"
-            )
+    try:
+        result = read_records(p, mapping=ColumnMapping(label=label_column))
+    except RecordError as exc:
+        raise ExperimentError(str(exc)) from None
+    if not result.records:
+        reasons = f" ({len(result.rejects)} rejected, first: line {result.rejects[0].line}: {result.rejects[0].reason})" if result.rejects else ""
+        raise ExperimentError(f"data file '{p}' has no usable rows{reasons}; a comparison needs labelled records")
+    unlabelled = [r for r in result.records if not r.label]
+    if len(unlabelled) == len(result.records):
+        found = ["text", *result.records[0].fields]
+        raise ExperimentError(
+            f"data file '{p}' has no '{label_column or 'label'}' column (found: {', '.join(found)}); "
+            f"a comparison needs columns text,{label_column or 'label'}"
+        )
+    if unlabelled:
+        raise ExperimentError(
+            f"'{p}': {len(unlabelled)} record(s) have no label (first: id '{unlabelled[0].id}'); every record in a "
+            "comparison needs one (name the column with --label-col)"
+        )
     text_fields = list(text_fields or ())
-    ids, texts, labels = [], [], []
-    seen: dict[str, int] = {}
-    for i, row in enumerate(rows):
-        line = i + 2 if p.suffix.lower() == ".csv" else i + 1
-        label = row.get(label_column)
-        if label is None or str(label).strip() == "":
-            raise ExperimentError(f"'{p}' row {line}: no {label_column}; every record in a comparison needs one")
-        if row.get("text") is None or str(row["text"]).strip() == "":
-            raise ExperimentError(f"'{p}' row {line}: no text; fill it or drop the row")
-        rid = str(row.get("id") if row.get("id") not in (None, "") else i)
-        if rid in seen:
-            raise ExperimentError(f"'{p}' row {line}: id '{rid}' already used on row {seen[rid]}; ids must be unique")
-        seen[rid] = line
-        ids.append(rid)
-        texts.append(compose_text(row, text_fields))
-        labels.append(str(label).strip())
+    rows = [{**r.fields, "text": r.text, "date": r.date} for r in result.records]
+    columns = set(rows[0]) | {"date"} if any(r.date for r in result.records) else set(rows[0]) - {"date"}
+    ids = [r.id for r in result.records]
+    texts = [compose_text(row, text_fields) for row in rows]
+    labels = [str(r.label).strip() for r in result.records]
     months = None
-    if "month" in columns:
+    if all("month" in r for r in rows):
         try:
             months = np.array([int(r["month"]) for r in rows], dtype=int)
         except (TypeError, ValueError):
@@ -139,31 +138,6 @@ def load_dataset(
         labels=np.array(labels, dtype=object),
         months=months,
         source=str(p),
-        extra={"text_fields": list(text_fields)},
+        extra={"text_fields": list(text_fields), "rejected": len(result.rejects),
+               "rejects": [{"line": r.line, "reason": r.reason} for r in result.rejects[:20]]},
     )
-
-
-def _read_rows(p: Path) -> list[dict[str, Any]]:
-    suffix = p.suffix.lower()
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return pq.read_table(p).to_pylist()
-    if suffix in (".jsonl", ".ndjson"):
-        import json
-
-        out = []
-        with p.open(encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
-                if line.strip():
-                    try:
-                        out.append(json.loads(line))
-                    except json.JSONDecodeError:
-                        raise ExperimentError(f"'{p}' line {n} is not valid JSON; fix or remove it") from None
-        return out
-    if suffix == ".csv":
-        import csv
-
-        with p.open(encoding="utf-8", newline="") as fh:
-            return list(csv.DictReader(fh))
-    raise ExperimentError(f"data file '{p}': unknown format '{suffix}'; use .csv, .jsonl or .parquet")

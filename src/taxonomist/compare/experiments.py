@@ -29,7 +29,7 @@ import numpy as np
 
 from ..engines.base import Engine, create_engine
 from ..errors import ExperimentError, TaxonomyError
-from ..taxonomy import Crosswalk, Taxonomy
+from ..taxonomy import ABSTAIN, Crosswalk, Taxonomy
 from .costs import CostModel, PriceTable, break_even_volume
 from .dataset import Dataset
 from .runlog import EvalRun, RunLog
@@ -332,12 +332,17 @@ class Comparison:
         preds, confs = [], []
         start = time.perf_counter()
         step = max(1, fitted.spec.batch_size)
+        reasons: dict[str, int] = {}
         for i in range(0, len(texts), step):
-            proba = engine.predict_proba(texts[i : i + step])
-            best = proba.argmax(axis=1)
-            preds.extend(engine.classes_[best].tolist())
-            confs.extend(proba[np.arange(len(best)), best].tolist())
+            # The one decision path: an engine with a threshold abstains here exactly as in `classify`.
+            for p in engine.predict_batch(texts[i : i + step], top_k=1, evidence=False):
+                preds.append(p.category)
+                confs.append(p.confidence)
+                if p.reason and p.category == ABSTAIN:
+                    reasons[p.reason] = reasons.get(p.reason, 0) + 1
         seconds = time.perf_counter() - start
+        if reasons:
+            meta = {**meta, "abstain_reasons": reasons}
         run = self.log.record(
             experiment=experiment,
             engine=fitted.spec.display,

@@ -37,7 +37,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from ..errors import MissingExtraError, StoreError
 from ..records import Record
 from .migrations import LATEST_VERSION, applied_migrations, migrate
-from .models import LabelRow, LlmCacheRow, ModelRow, PredictionRow, RecordRow, RunRow, TaxonomyVersionRow
+from .models import (
+    LabelRow,
+    LlmCacheRow,
+    ModelRow,
+    PredictionRow,
+    RecordRow,
+    ReviewItemRow,
+    RunRow,
+    TaxonomyVersionRow,
+)
 
 if TYPE_CHECKING:
     from ..taxonomy import Change, Crosswalk, Taxonomy
@@ -53,7 +62,16 @@ __all__ = [
     "cache_key",
     "DB_FILENAME",
     "LATEST_VERSION",
+    "MODEL_STATUSES",
+    "REVIEW_REASONS",
 ]
+
+MODEL_STATUSES = ("candidate", "active", "retired")
+#: Why a record is in the review queue, most useful first (the queue's order).
+REVIEW_REASONS = (
+    "invalid_output", "split", "retired_code", "unknown_code", "below_threshold", "out_of_scope",
+    "deferred_to_review", "ambiguous_crosswalk", "suspected_mislabel",
+)
 
 T = TypeVar("T")
 DB_FILENAME = "taxonomist.db"
@@ -134,6 +152,8 @@ class RevertResult:
     restored: int  # labels put back as they were
     cleared: int  # labels the operation had added to unlabelled records, now removed
     revert_id: str
+    taxonomy_version: str | None = None  # the taxonomy version made latest again (taxonomy operations)
+    taxonomy_file: str | None = None  # the file the operation was applied to, to write that version back
 
 
 class Store:
@@ -264,7 +284,7 @@ class Store:
         taxonomy = taxonomy or self.get_taxonomy()
         if taxonomy is not None:
             crosswalk.check(taxonomy)
-        return self._add(
+        result = self._add(
             records,
             who=who,
             taxonomy_version=taxonomy.version_id if taxonomy is not None else None,
@@ -272,6 +292,16 @@ class Store:
             kind="crosswalk",
             crosswalk=crosswalk,
         )
+        ambiguous = getattr(crosswalk, "ambiguous", {}) or {}
+        if ambiguous:
+            # Their code covers several of ours: the mapped label is a guess a person should check.
+            self.add_review_items(
+                ({"record_id": r.id, "reason": "ambiguous_crosswalk", "suggested": crosswalk.mapping.get(r.label),
+                  "details": {"their_code": r.label, "candidates": list(ambiguous[r.label]), "source": crosswalk.source}}
+                 for r in records if r.label in ambiguous),
+                who=who, run_id=result.run_id,
+            )
+        return result
 
     def _add(
         self,
@@ -365,8 +395,13 @@ class Store:
         *,
         source: str | None = None,
         labelled: bool | None = None,
+        since: dt.date | None = None,
+        until: dt.date | None = None,
     ) -> Iterator[Record]:
-        """Stored records with their current label, in id order; filter by ids, source, labelled or not."""
+        """Stored records with their current label, in id order; filter by ids, source, labelled or not, date range.
+
+        `since`/`until` are inclusive and keep only dated records.
+        """
         q = (
             select(RecordRow, LabelRow.category)
             .outerjoin(LabelRow, sa.and_(LabelRow.record_id == RecordRow.id, LabelRow.is_current == sa.true()))
@@ -374,6 +409,10 @@ class Store:
         )
         if source is not None:
             q = q.where(RecordRow.source == source)
+        if since is not None:
+            q = q.where(RecordRow.date >= since)
+        if until is not None:
+            q = q.where(RecordRow.date <= until)
         if labelled is True:
             q = q.where(LabelRow.id.is_not(None))
         elif labelled is False:
@@ -470,7 +509,7 @@ class Store:
             return [{"version_id": r.version_id, "name": r.name, "created": r.created, "changelog_entry": r.changelog_entry}
                     for r in rows]
 
-    def relabel(self, change: Change, *, who: str) -> RelabelResult:
+    def relabel(self, change: Change, *, who: str, taxonomy_file: str | None = None) -> RelabelResult:
         """Apply a taxonomy change to stored history; reversible with `revert_relabel(result.relabel_id)`.
 
         Current labels in `change.relabel` move to their new code (new rows, the
@@ -479,6 +518,7 @@ class Store:
         The change's taxonomy is saved as the latest version.
         """
         _require_who(who)
+        previous = self.get_taxonomy()
         version = self.save_taxonomy(change.taxonomy)
         mapping = {str(k): str(v) for k, v in change.relabel.items()}
         review = list(change.review)
@@ -489,7 +529,9 @@ class Store:
             _writers_take_turns(s)
             s.add(RunRow(id=run_id, kind="relabel", started=now, finished=None, status="running", summary=None,
                          params={"who": who, "op": change.entry.op, "summary": change.entry.summary,
-                                 "mapping": mapping, "review": review, "taxonomy_version": version}))
+                                 "mapping": mapping, "review": review, "taxonomy_version": version,
+                                 "previous_version": previous.version_id if previous is not None else None,
+                                 "taxonomy_file": taxonomy_file}))
             s.flush()
             changed = 0
             if mapping:
@@ -508,10 +550,20 @@ class Store:
                 changed = len(olds)
             review_count = 0
             if review:
-                review_count = s.scalar(
-                    select(func.count()).select_from(LabelRow)
+                flagged = s.execute(
+                    select(LabelRow.record_id, LabelRow.category)
                     .where(LabelRow.is_current == sa.true(), LabelRow.category.in_(review))
-                ) or 0
+                ).all()
+                review_count = len(flagged)
+                parts = {c: [str(x) for x in change.taxonomy[c].successors] for c in review if c in change.taxonomy}
+                for c in _chunks(flagged):
+                    s.execute(ReviewItemRow.__table__.insert(), [
+                        {"record_id": r.record_id, "reason": "split" if parts.get(r.category) else "retired_code",
+                         "suggested": None, "score": None, "model_id": None,
+                         "details": {"from": r.category, "candidates": parts.get(r.category, []), "operation": run_id},
+                         "status": "open", "created": now, "who": who, "run_id": run_id}
+                        for r in c
+                    ])
             run = s.get(RunRow, run_id)
             assert run is not None
             run.finished, run.status = _now(), "ok"
@@ -574,6 +626,61 @@ class Store:
             s.flush()
             return row.id
 
+    def assign_many(
+        self, pairs: Iterable[tuple[str, str]], *, who: str, reason: str = "review", relabel_id: str | None = None
+    ) -> int:
+        """`assign` for many (record_id, category) pairs in one transaction: all are written, or none.
+
+        Every category must be active and every record stored; the first
+        problem is reported with its position. Returns the number of labels written
+        (a pair whose category already is the record's label writes nothing).
+        """
+        _require_who(who)
+        pairs = list({str(r): str(c) for r, c in pairs}.items())  # a record named twice: the last pair wins
+        taxonomy = self.get_taxonomy()
+        if taxonomy is not None:
+            active = set(taxonomy.codes)
+            for i, (rid, cat) in enumerate(pairs, 1):
+                if cat not in active:
+                    raise StoreError(
+                        f"row {i} (record '{rid}'): category '{cat}' is not an active category of taxonomy "
+                        f"{taxonomy.version_id}; nothing was assigned"
+                    )
+        written = 0
+        now = _now()
+        with self._session() as s:
+            if relabel_id is not None and s.get(RunRow, relabel_id) is None:
+                raise StoreError(f"operation '{relabel_id}' is not in the store; pass the id `relabel` returned")
+            for c in _chunks(pairs):
+                ids = [r for r, _ in c]
+                known = set(s.scalars(select(RecordRow.id).where(RecordRow.id.in_(ids))).all())
+                missing = [r for r in ids if r not in known]
+                if missing:
+                    pos = next(i for i, (r, _) in enumerate(pairs, 1) if r == missing[0])
+                    raise StoreError(f"row {pos}: record '{missing[0]}' is not in the store; nothing was assigned")
+                current = {r.record_id: r for r in s.execute(
+                    select(LabelRow.id, LabelRow.record_id, LabelRow.category, LabelRow.original_category)
+                    .where(LabelRow.record_id.in_(ids), LabelRow.is_current == sa.true())
+                )}
+                rows = []
+                for rid, cat in c:
+                    old = current.get(rid)
+                    if old is not None and old.category == cat:
+                        continue
+                    if old is not None:
+                        s.execute(update(LabelRow).where(LabelRow.id == old.id).values(is_current=False))
+                    rows.append({
+                        "record_id": rid, "category": cat, "taxonomy_version": taxonomy.version_id if taxonomy else None,
+                        "who": who, "labelled_at": now, "is_current": True,
+                        "replaces_label_id": old.id if old is not None else None, "reason": reason,
+                        "original_category": old.original_category if old is not None else None, "run_id": relabel_id,
+                    })
+                if rows:
+                    s.flush()
+                    s.execute(_LABELS.insert(), rows)
+                    written += len(rows)
+        return written
+
     def revert_relabel(self, relabel_id: str, *, who: str) -> RevertResult:
         """Undo an operation's labels (relabel, crosswalk import, import), restoring exactly the labels before it.
 
@@ -607,6 +714,18 @@ class Store:
                     f"operation '{relabel_id}' cannot be reverted: {len(superseded)} of its labels were changed later "
                     f"({later_ids}); revert those first"
                 )
+            restore_version = None
+            if run.kind == "relabel" and (run.params or {}).get("taxonomy_version"):
+                made = run.params["taxonomy_version"]
+                latest = s.scalars(select(TaxonomyVersionRow.version_id).order_by(TaxonomyVersionRow.position.desc()).limit(1)).first()
+                if latest != made:
+                    later = [r.id for r in s.scalars(select(RunRow).where(RunRow.kind == "relabel", RunRow.status == "ok"))
+                             if (r.params or {}).get("taxonomy_version") == latest]
+                    raise StoreError(
+                        f"operation '{relabel_id}' cannot be reverted yet: the store's taxonomy moved on to {latest} "
+                        f"({'operation ' + later[-1] if later else 'saved later'}); revert that first"
+                    )
+                restore_version = run.params.get("previous_version")
             now = _now()
             s.add(RunRow(id=revert_id, kind="revert", params={"who": who, "reverts": relabel_id},
                          started=now, finished=None, status="running", summary=None))
@@ -623,15 +742,35 @@ class Store:
                 restored += len(old_ids)
                 cleared += len(c) - len(old_ids)
             run.status = "reverted"
+            # A split's (or retirement's) review items are withdrawn with it.
+            s.execute(update(ReviewItemRow).where(ReviewItemRow.run_id == relabel_id, ReviewItemRow.status == "open")
+                      .values(status="skipped", resolution="reverted", resolved_at=now, resolved_by=who))
             revert = s.get(RunRow, revert_id)
             assert revert is not None
             revert.finished, revert.status = _now(), "ok"
-            revert.summary = {"restored": restored, "cleared": cleared}
-        return RevertResult(restored=restored, cleared=cleared, revert_id=revert_id)
+            revert.summary = {"restored": restored, "cleared": cleared, "taxonomy_version": restore_version}
+        if restore_version is not None:
+            self.save_taxonomy(self.get_taxonomy(restore_version))  # type: ignore[arg-type]
+        return RevertResult(restored=restored, cleared=cleared, revert_id=revert_id, taxonomy_version=restore_version,
+                            taxonomy_file=(run.params or {}).get("taxonomy_file") if restore_version else None)
 
     # ----- models, predictions, runs --------------------------------------------------------
-    def save_model(self, manifest: Any, path: str | Path | None = None, *, parent: str | None = None) -> str:
-        """Record a saved model (an `engines.base.Manifest` or a dict with `engine`); returns its model id."""
+    def save_model(
+        self,
+        manifest: Any,
+        path: str | Path | None = None,
+        *,
+        parent: str | None = None,
+        metrics: Mapping[str, Any] | None = None,
+        status: str | None = None,
+    ) -> str:
+        """Register a saved model (an `engines.base.Manifest` or a dict with `engine`); returns its model id.
+
+        A new model is a `candidate` unless `status` says otherwise; registering
+        it again updates its path and metrics and keeps its status.
+        """
+        if status is not None and status not in MODEL_STATUSES:
+            raise StoreError(f"model status '{status}' is unknown; expected one of {', '.join(MODEL_STATUSES)}")
         if is_dataclass(manifest):
             data = asdict(manifest)  # type: ignore[arg-type]
             model_id = getattr(manifest, "model_id", None) or data.get("model_id")
@@ -648,26 +787,83 @@ class Store:
             model_id = f"{engine}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
         data = json.loads(json.dumps(data, default=str))
         parent = parent or data.get("parent") or (data.get("extra") or {}).get("parent")
+        metrics = json.loads(json.dumps(dict(metrics), default=str)) if metrics is not None else None
         with self._session() as s:
             row = s.get(ModelRow, model_id)
             if row is None:
                 s.add(ModelRow(id=model_id, engine=str(engine), manifest=data,
-                               path=str(path) if path is not None else None, parent=parent, created=_now()))
+                               path=str(path) if path is not None else None, parent=parent, created=_now(),
+                               status=status or "candidate", taxonomy_version=data.get("taxonomy_version") or None,
+                               metrics=metrics))
             else:
                 row.manifest = data
                 if path is not None:
                     row.path = str(path)
                 if parent is not None:
                     row.parent = parent
+                if metrics is not None:
+                    row.metrics = metrics
+                if status is not None:
+                    row.status = status
+        if status == "active":
+            self.activate_model(str(model_id))
         return str(model_id)
 
-    def models(self, engine: str | None = None) -> list[dict[str, Any]]:
-        q = select(ModelRow).order_by(ModelRow.created)
+    def models(self, engine: str | None = None, *, status: str | None = None) -> list[dict[str, Any]]:
+        """Registered models, oldest first (each: id, engine, status, taxonomy_version, metrics, path, manifest, ...)."""
+        q = select(ModelRow).order_by(ModelRow.created, ModelRow.id)
         if engine is not None:
             q = q.where(ModelRow.engine == engine)
+        if status is not None:
+            q = q.where(ModelRow.status == status)
         with self._sessions() as s:
-            return [{"id": m.id, "engine": m.engine, "manifest": m.manifest, "path": m.path, "parent": m.parent,
-                     "created": m.created} for m in s.scalars(q)]
+            return [_model_dict(m) for m in s.scalars(q)]
+
+    def model(self, ref: str) -> dict[str, Any]:
+        """A registered model by id, by a unique id prefix, or `active` (the active one)."""
+        with self._sessions() as s:
+            if ref == "active":
+                row = s.scalars(select(ModelRow).where(ModelRow.status == "active")).first()
+                if row is None:
+                    raise StoreError(
+                        f"no model is active in {self}; activate one with `taxonomist models activate ID` "
+                        "(see `taxonomist models list`)"
+                    )
+                return _model_dict(row)
+            row = s.get(ModelRow, ref)
+            if row is None:
+                rows = s.scalars(select(ModelRow).where(ModelRow.id.like(f"{ref}%")).limit(3)).all()
+                if len(rows) == 1:
+                    row = rows[0]
+                elif len(rows) > 1:
+                    raise StoreError(f"model id '{ref}' is ambiguous ({', '.join(r.id for r in rows)}, ...); give more of it")
+            if row is None:
+                raise StoreError(f"model '{ref}' is not registered in {self}; see `taxonomist models list`")
+            return _model_dict(row)
+
+    def activate_model(self, model_id: str) -> str | None:
+        """Make a model the active one (the previous active model becomes `retired`); returns the previous id."""
+        with self._session() as s:
+            row = s.get(ModelRow, model_id)
+            if row is None:
+                raise StoreError(f"model '{model_id}' is not registered in {self}; see `taxonomist models list`")
+            previous = s.scalars(select(ModelRow.id).where(ModelRow.status == "active", ModelRow.id != model_id)).all()
+            if previous:
+                s.execute(update(ModelRow).where(ModelRow.id.in_(previous)).values(status="retired"))
+            row.status = "active"
+        return previous[0] if previous else None
+
+    def set_model_status(self, model_id: str, status: str) -> None:
+        if status not in MODEL_STATUSES:
+            raise StoreError(f"model status '{status}' is unknown; expected one of {', '.join(MODEL_STATUSES)}")
+        if status == "active":
+            self.activate_model(model_id)
+            return
+        with self._session() as s:
+            row = s.get(ModelRow, model_id)
+            if row is None:
+                raise StoreError(f"model '{model_id}' is not registered in {self}; see `taxonomist models list`")
+            row.status = status
 
     def add_predictions(self, rows: Iterable[Any], run_id: str | None = None) -> int:
         """Store predictions: `(record_id, Prediction)` pairs or dicts with the table's columns. Returns the count."""
@@ -683,9 +879,13 @@ class Store:
                     "record_id": record_id, "model_id": pred.model_id, "category": pred.category,
                     "confidence": pred.confidence,
                     "alternatives": [asdict(a) for a in pred.alternatives],
-                    "evidence": [asdict(e) for e in pred.evidence],
+                    "evidence": [_evidence_ref(e) for e in pred.evidence],
                     "cost_usd": pred.cost_usd, "latency_ms": pred.latency_ms,
                     **{k: extra.get(k) for k in ("prompt_tokens", "completion_tokens", "cached_tokens")},
+                    "reason": getattr(pred, "reason", "") or None,
+                    "taxonomy_version": getattr(pred, "taxonomy_version", "") or None,
+                    "route": getattr(pred, "route", "") or None,
+                    "extra": _decision_extra(extra) or None,
                 }
             missing = [k for k in ("record_id", "model_id", "category", "confidence") if d.get(k) is None]
             if missing:
@@ -694,7 +894,7 @@ class Store:
             d.setdefault("evidence", [])
             d.setdefault("cost_usd", 0.0)
             d.setdefault("latency_ms", 0.0)
-            for k in ("prompt_tokens", "completion_tokens", "cached_tokens"):
+            for k in ("prompt_tokens", "completion_tokens", "cached_tokens", "reason", "taxonomy_version", "route", "extra"):
                 d.setdefault(k, None)
             d["run_id"] = run_id if run_id is not None else d.get("run_id")
             d["created"] = now
@@ -706,15 +906,232 @@ class Store:
                     s.execute(PredictionRow.__table__.insert(), list(c))
         return len(out)
 
-    def predictions(self, model_id: str | None = None, run_id: str | None = None) -> list[dict[str, Any]]:
+    def predictions(
+        self,
+        model_id: str | None = None,
+        run_id: str | None = None,
+        *,
+        record_id: str | None = None,
+        reason: str | None = None,
+        since: dt.datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        """Rows of the decision log, oldest first; filter by model, run, record, reason or time."""
+        return list(self.iter_predictions(model_id, run_id, record_id=record_id, reason=reason, since=since))
+
+    def iter_predictions(
+        self,
+        model_id: str | None = None,
+        run_id: str | None = None,
+        *,
+        record_id: str | None = None,
+        reason: str | None = None,
+        since: dt.datetime | None = None,
+    ) -> Iterator[dict[str, Any]]:
         q = select(PredictionRow).order_by(PredictionRow.id)
         if model_id is not None:
             q = q.where(PredictionRow.model_id == model_id)
         if run_id is not None:
             q = q.where(PredictionRow.run_id == run_id)
+        if record_id is not None:
+            q = q.where(PredictionRow.record_id == record_id)
+        if reason is not None:
+            q = q.where(PredictionRow.reason == reason)
+        if since is not None:
+            q = q.where(PredictionRow.created >= since)
         cols = [c.key for c in PredictionRow.__table__.columns]
         with self._sessions() as s:
-            return [{k: getattr(p, k) for k in cols} for p in s.scalars(q)]
+            for p in s.scalars(q.execution_options(yield_per=1000)):
+                yield {k: getattr(p, k) for k in cols}
+
+    def latest_decisions(self, record_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The newest decision-log row of each record id that has one."""
+        out: dict[str, dict[str, Any]] = {}
+        cols = [c.key for c in PredictionRow.__table__.columns]
+        with self._sessions() as s:
+            for c in _chunks(list(record_ids)):
+                for p in s.scalars(select(PredictionRow).where(PredictionRow.record_id.in_(c)).order_by(PredictionRow.id)):
+                    out[p.record_id] = {k: getattr(p, k) for k in cols}
+        return out
+
+    # ----- the review queue -------------------------------------------------------------------
+    def add_review_items(self, items: Iterable[Mapping[str, Any]], *, who: str, run_id: str | None = None) -> int:
+        """Put records in the review queue; returns how many were added.
+
+        Each item: `record_id`, `reason` (see REVIEW_REASONS), optional
+        `suggested` (a category), `score`, `model_id`, `details` (JSON; never
+        record text). A record already open for the same reason is not added twice.
+        """
+        _require_who(who)
+        rows = []
+        for item in items:
+            rid, reason = item.get("record_id"), item.get("reason")
+            if not rid or not reason:
+                raise StoreError("add_review_items: every item needs a record_id and a reason")
+            rows.append({
+                "record_id": str(rid), "reason": str(reason), "suggested": item.get("suggested") or None,
+                "score": float(item["score"]) if item.get("score") is not None else None,
+                "model_id": item.get("model_id") or None,
+                "details": json.loads(json.dumps(dict(item.get("details") or {}), default=str)),
+                "status": "open", "who": who, "run_id": run_id,
+            })
+        if not rows:
+            return 0
+        added = 0
+        now = _now()
+        with self._session() as s:
+            for c in _chunks(rows):
+                open_now = set(s.execute(
+                    select(ReviewItemRow.record_id, ReviewItemRow.reason)
+                    .where(ReviewItemRow.record_id.in_({r["record_id"] for r in c}), ReviewItemRow.status == "open")
+                ).tuples().all())
+                fresh = []
+                for r in c:
+                    key = (r["record_id"], r["reason"])
+                    if key in open_now:
+                        continue
+                    open_now.add(key)
+                    fresh.append({**r, "created": now})
+                if fresh:
+                    s.execute(ReviewItemRow.__table__.insert(), fresh)
+                    added += len(fresh)
+        return added
+
+    def review_queue(
+        self,
+        *,
+        reason: str | None = None,
+        category: str | None = None,
+        source: str | None = None,
+        month: str | None = None,
+        status: str = "open",
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Open review items, most useful first: by reason (REVIEW_REASONS order), then lowest score.
+
+        Filters: `reason`; `category` (the suggestion or the current label);
+        `source`; `month` (YYYY-MM of the record's date). Each item carries the
+        record's current label, source, date and fields (never its text).
+        """
+        q = (
+            select(ReviewItemRow, RecordRow.source, RecordRow.date, RecordRow.fields, LabelRow.category)
+            .outerjoin(RecordRow, RecordRow.id == ReviewItemRow.record_id)
+            .outerjoin(LabelRow, sa.and_(LabelRow.record_id == ReviewItemRow.record_id, LabelRow.is_current == sa.true()))
+            .where(ReviewItemRow.status == status)
+        )
+        if reason is not None:
+            q = q.where(ReviewItemRow.reason == reason)
+        if category is not None:
+            q = q.where(sa.or_(ReviewItemRow.suggested == category, LabelRow.category == category))
+        if source is not None:
+            q = q.where(RecordRow.source == source)
+        if month is not None:
+            try:
+                first = dt.date.fromisoformat(f"{month}-01")
+            except ValueError:
+                raise StoreError(f"month '{month}' is not YYYY-MM") from None
+            nxt = dt.date(first.year + first.month // 12, first.month % 12 + 1, 1)
+            q = q.where(RecordRow.date >= first, RecordRow.date < nxt)
+        rank = {r: i for i, r in enumerate(REVIEW_REASONS)}
+        with self._sessions() as s:
+            rows = s.execute(q).all()
+        items = []
+        for item, src, date, fields, current in rows:
+            items.append({
+                "id": item.id, "record_id": item.record_id, "reason": item.reason, "suggested": item.suggested,
+                "score": item.score, "model_id": item.model_id, "details": item.details, "created": item.created,
+                "who": item.who, "status": item.status, "current_label": current, "source": src, "date": date,
+                "fields": fields or {}, "resolution": item.resolution, "resolved_by": item.resolved_by,
+                "resolved_at": item.resolved_at,
+            })
+        items.sort(key=lambda it: (rank.get(it["reason"], len(rank)), it["score"] if it["score"] is not None else -1.0,
+                                   it["record_id"]))
+        return items[:limit] if limit is not None else items
+
+    def resolve_review(
+        self,
+        record_id: str,
+        *,
+        who: str,
+        action: str,
+        category: str | None = None,
+        note: str | None = None,
+        relabel_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Close a record's open review items: `confirm` (its label, or the suggestion), `correct` (to `category`), `skip`.
+
+        Confirm and correct write the label through the journal (`assign`:
+        who, when, which suggestion) unless it already is the current label.
+        Returns {"label_id", "category", "closed"}.
+        """
+        if action not in ("confirm", "correct", "skip"):
+            raise StoreError(f"review action '{action}' is unknown; expected confirm, correct or skip")
+        with self._sessions() as s:
+            open_items = s.scalars(
+                select(ReviewItemRow).where(ReviewItemRow.record_id == record_id, ReviewItemRow.status == "open")
+            ).all()
+            current = s.scalar(select(LabelRow.category).where(LabelRow.record_id == record_id, LabelRow.is_current == sa.true()))
+        suggestion = next((i.suggested for i in open_items if i.suggested), None)
+        label_id = None
+        chosen = None
+        if action == "correct":
+            if not category:
+                raise StoreError("review: a correction needs the category (e.g. correct C2)")
+            chosen = category
+        elif action == "confirm":
+            chosen = category or suggestion or current
+            if chosen is None:
+                raise StoreError(f"review: record '{record_id}' has no label or suggestion to confirm; correct it instead")
+        if chosen is not None and chosen != current:
+            reason = f"review:{action}" + (f":suggested={suggestion}" if suggestion else "")
+            label_id = self.assign(record_id, chosen, who=who, reason=reason[:200], relabel_id=relabel_id)
+        now = _now()
+        status = "skipped" if action == "skip" else "done"
+        resolution = {"confirm": "confirmed", "correct": "corrected", "skip": "skipped"}[action]
+        with self._session() as s:
+            ids = [i.id for i in open_items]
+            if ids:
+                s.execute(update(ReviewItemRow).where(ReviewItemRow.id.in_(ids)).values(
+                    status=status, resolved_at=now, resolved_by=who, resolution=resolution, label_id=label_id,
+                ))
+                if note:
+                    for item in s.scalars(select(ReviewItemRow).where(ReviewItemRow.id.in_(ids))):
+                        item.details = {**(item.details or {}), "note": note[:2000]}
+        return {"label_id": label_id, "category": chosen if chosen is not None else current, "closed": len(open_items)}
+
+    def close_review_items(self, record_ids: Iterable[str], *, who: str, resolution: str = "corrected") -> int:
+        """Mark the open review items of these records done (they were decided elsewhere, e.g. a decisions file)."""
+        ids = sorted(set(map(str, record_ids)))
+        closed = 0
+        with self._session() as s:
+            for c in _chunks(ids):
+                closed += s.execute(
+                    update(ReviewItemRow).where(ReviewItemRow.record_id.in_(c), ReviewItemRow.status == "open")
+                    .values(status="done", resolution=resolution, resolved_by=who, resolved_at=_now())
+                ).rowcount or 0
+        return closed
+
+    def purge_records(self, ids: Iterable[str], *, who: str) -> dict[str, int]:
+        """Delete records everywhere in the store: text, labels, decisions, review items, LLM cache rows naming them.
+
+        Models trained on them are marked (`manifest` untouched; `metrics.purged_records` counts them) so
+        they can be retrained; the purge itself is recorded as a run (ids only).
+        """
+        _require_who(who)
+        id_list = sorted(set(map(str, ids)))
+        counts = {"records": 0, "labels": 0, "decisions": 0, "review_items": 0}
+        with self._session() as s:
+            for c in _chunks(id_list):
+                counts["labels"] += s.execute(sa.delete(LabelRow).where(LabelRow.record_id.in_(c))).rowcount or 0
+                counts["decisions"] += s.execute(sa.delete(PredictionRow).where(PredictionRow.record_id.in_(c))).rowcount or 0
+                counts["review_items"] += s.execute(sa.delete(ReviewItemRow).where(ReviewItemRow.record_id.in_(c))).rowcount or 0
+                counts["records"] += s.execute(sa.delete(RecordRow).where(RecordRow.id.in_(c))).rowcount or 0
+            s.add(RunRow(id=_new_id(), kind="purge", params={"who": who, "records": len(id_list)}, started=_now(),
+                         finished=_now(), status="ok", summary=dict(counts)))
+            if counts["records"]:
+                for m in s.scalars(select(ModelRow)):
+                    m.metrics = {**(m.metrics or {}), "purged_records_since_training": (m.metrics or {}).get(
+                        "purged_records_since_training", 0) + counts["records"]}
+        return counts
 
     def start_run(self, kind: str, params: Mapping[str, Any] | None = None) -> str:
         run_id = _new_id()
@@ -790,6 +1207,28 @@ def _writers_take_turns(s: Session) -> None:
     """
     if s.get_bind().dialect.name == "postgresql":
         s.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _WRITERS_LOCK})
+
+
+def _model_dict(m: ModelRow) -> dict[str, Any]:
+    return {"id": m.id, "engine": m.engine, "status": m.status or "candidate",
+            "taxonomy_version": m.taxonomy_version or (m.manifest or {}).get("taxonomy_version"),
+            "metrics": m.metrics or {}, "manifest": m.manifest, "path": m.path, "parent": m.parent, "created": m.created}
+
+
+def _evidence_ref(e: Any) -> dict[str, Any]:
+    """Evidence as the decision log keeps it: kind, category, score and the record id or code; never text."""
+    d = asdict(e) if is_dataclass(e) else dict(e)
+    d.pop("text", None)
+    return d
+
+
+#: Prediction.extra keys worth keeping in the decision log (small, never text).
+_EXTRA_KEYS = ("mapped_from", "model_category", "note", "threshold", "stage", "stages", "prompt_id", "model",
+               "from_cache", "repaired", "invalid_output", "confidence_source", "shortlist")
+
+
+def _decision_extra(extra: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: extra[k] for k in _EXTRA_KEYS if k in extra}
 
 
 def _require_who(who: str) -> None:

@@ -131,7 +131,54 @@ def _m1_initial(conn: Connection) -> None:
     md.create_all(conn)
 
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial", _m1_initial),)
+def _add_columns(conn: Connection, table: str, columns: list[sa.Column]) -> None:
+    for col in columns:
+        ddl = col.type.compile(dialect=conn.dialect)
+        conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {col.name} {ddl}"))
+
+
+def _m2_decision_log_registry_review(conn: Connection) -> None:
+    """The decision log (reason, taxonomy version, route on every prediction), model status, the review queue."""
+    _add_columns(conn, "predictions", [
+        sa.Column("reason", sa.String(64)),
+        sa.Column("taxonomy_version", sa.String(32)),
+        sa.Column("route", sa.String(64)),
+        sa.Column("extra", sa.JSON),
+    ])
+    _add_columns(conn, "models", [
+        sa.Column("status", sa.String(16)),
+        sa.Column("taxonomy_version", sa.String(32)),
+        sa.Column("metrics", sa.JSON),
+    ])
+    md = sa.MetaData()
+    items = sa.Table(
+        "review_items", md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("record_id", sa.String(128), nullable=False, index=True),
+        sa.Column("reason", sa.String(64), nullable=False, index=True),
+        sa.Column("suggested", sa.String(64)),
+        sa.Column("score", sa.Float),
+        sa.Column("model_id", sa.String(128)),
+        sa.Column("details", sa.JSON, nullable=False),
+        sa.Column("status", sa.String(16), nullable=False, index=True),
+        sa.Column("created", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("who", sa.String(200), nullable=False),
+        sa.Column("resolved_at", sa.DateTime(timezone=True)),
+        sa.Column("resolved_by", sa.String(200)),
+        sa.Column("resolution", sa.String(16)),
+        sa.Column("label_id", sa.Integer),
+        sa.Column("run_id", sa.String(32), index=True),
+    )
+    # One open item per record and reason: flagging again is idempotent.
+    sa.Index("ix_review_items_open", items.c.record_id, items.c.reason, items.c.status)
+    md.create_all(conn)
+    conn.execute(sa.text("CREATE INDEX ix_predictions_record_created ON predictions (record_id, created)"))
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial", _m1_initial),
+    Migration(2, "decision_log_registry_review", _m2_decision_log_registry_review),
+)
 LATEST_VERSION = max(m.version for m in MIGRATIONS)
 
 

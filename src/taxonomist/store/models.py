@@ -21,6 +21,7 @@ __all__ = [
     "TaxonomyVersionRow",
     "ModelRow",
     "PredictionRow",
+    "ReviewItemRow",
     "RunRow",
     "LlmCacheRow",
     "SchemaMigrationRow",
@@ -100,10 +101,18 @@ class ModelRow(Base):
     path: Mapped[str | None] = mapped_column(Text)
     parent: Mapped[str | None] = mapped_column(ID)
     created: Mapped[dt.datetime]
+    status: Mapped[str | None] = mapped_column(String(16))  # candidate | active | retired
+    taxonomy_version: Mapped[str | None] = mapped_column(String(32))
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # held-out figures at training time
 
 
 class PredictionRow(Base):
-    """One engine's answer for one record. `record_id` may name a record not in the store (ad-hoc texts)."""
+    """One decision about one record: the decision log. Never the record's text.
+
+    `record_id` may name a record not in the store (ad-hoc texts); `reason` says
+    why the category is NONE (or that it was mapped); `taxonomy_version` is the
+    version the decision is valid in; evidence holds record ids and codes only.
+    """
 
     __tablename__ = "predictions"
 
@@ -121,6 +130,38 @@ class PredictionRow(Base):
     cached_tokens: Mapped[int | None] = mapped_column(Integer)
     run_id: Mapped[str | None] = mapped_column(String(32), index=True)
     created: Mapped[dt.datetime]
+    reason: Mapped[str | None] = mapped_column(String(64))
+    taxonomy_version: Mapped[str | None] = mapped_column(String(32))
+    route: Mapped[str | None] = mapped_column(String(64))
+    extra: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+Index("ix_predictions_record_created", PredictionRow.record_id, PredictionRow.created)
+
+
+class ReviewItemRow(Base):
+    """A record waiting for a person: NONE decisions, a split's history, ambiguous crosswalk codes, suspected mislabels."""
+
+    __tablename__ = "review_items"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    record_id: Mapped[str] = mapped_column(ID, index=True)
+    reason: Mapped[str] = mapped_column(String(64), index=True)
+    suggested: Mapped[str | None] = mapped_column(CODE)
+    score: Mapped[float | None] = mapped_column(Float)
+    model_id: Mapped[str | None] = mapped_column(ID)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # open | done | skipped
+    created: Mapped[dt.datetime]
+    who: Mapped[str] = mapped_column(String(200))
+    resolved_at: Mapped[dt.datetime | None]
+    resolved_by: Mapped[str | None] = mapped_column(String(200))
+    resolution: Mapped[str | None] = mapped_column(String(16))  # confirmed | corrected | skipped
+    label_id: Mapped[int | None] = mapped_column(Integer)
+    run_id: Mapped[str | None] = mapped_column(String(32), index=True)
+
+
+Index("ix_review_items_open", ReviewItemRow.record_id, ReviewItemRow.reason, ReviewItemRow.status)
 
 
 class RunRow(Base):
