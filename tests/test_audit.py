@@ -1,0 +1,231 @@
+"""Label audit on generated denials with the real tfidf engine: planted flips surface, the hidden answer is never read."""
+
+from __future__ import annotations
+
+import csv
+import random
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from taxonomist.audit import audit, cleaned_labels, confident_learning, noise_estimate, out_of_fold_proba
+from taxonomist.cli import main
+from taxonomist.errors import ExperimentError
+
+FOLDS = 3
+
+
+def run(*argv: str) -> int:
+    try:
+        main(list(argv))
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+@pytest.fixture(scope="module")
+def denials() -> dict[str, list]:
+    """2,500 generated denial lines, categories with at least 20 records (the audit needs >= FOLDS per category)."""
+    from taxonomist.demo_data import generate_records
+
+    cols = generate_records(records=2500, seed=5)
+    counts = Counter(cols["label"])
+    keep = [i for i, y in enumerate(cols["label"]) if counts[y] >= 20]
+    return {k: [v[i] for i in keep] for k, v in cols.items()}
+
+
+def _write_csv(path: Path, cols: dict[str, list], names: tuple[str, ...]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(names)
+        for i in range(len(cols["id"])):
+            w.writerow([cols[c][i] for c in names])
+    return path
+
+
+def test_planted_flips_rank_at_the_top(denials):
+    """Labels moved to an unrelated category (another group, no shared code) rank at the top, with the right suggestion.
+
+    The generator's own noisy labels are left out first, so the planted ones compete only with honest records.
+    """
+    from taxonomist.demo_data._generator import confusable
+
+    counts = Counter(denials["label"])
+    keep = [i for i, (y, noisy) in enumerate(zip(denials["label"], denials["label_is_noise"])) if counts[y] >= 50 and not noisy]
+    ids = [denials["id"][i] for i in keep]
+    texts = [denials["text"][i] for i in keep]
+    labels = [denials["label"][i] for i in keep]
+    codes = sorted(set(labels))
+    rng = random.Random(0)
+    planted = rng.sample(range(len(labels)), 15)
+    truth = {}
+    for i in planted:
+        truth[i] = labels[i]
+        labels[i] = rng.choice([c for c in codes if c[0] != labels[i][0] and c not in confusable(labels[i])])
+    result = audit(ids, texts, labels, folds=FOLDS, seed=0, top=100)
+    rank = {s.id: s for s in result.suspects}
+    assert len(result.suspects) == 100 < len(ids) / 15
+    found = [i for i in planted if ids[i] in rank]
+    assert len(found) == 15, f"only {len(found)} of 15 planted flips in the top 100 of {len(ids)}"
+    assert sum(rank[ids[i]].rank <= 20 for i in planted) >= 8
+    assert all(rank[ids[i]].suggested == truth[i] for i in planted)
+    # Ranks and scores: 1..N, most suspicious first; evidence names neighbours by id and label.
+    assert [s.rank for s in result.suspects] == list(range(1, 101))
+    assert all(a.score >= b.score for a, b in zip(result.suspects, result.suspects[1:]))
+    s = rank[ids[planted[0]]]
+    assert len(s.neighbours) == 5 and all(n.id != s.id and n.label in codes for n in s.neighbours)
+    # Cleaning the top 100 by relabelling restores every planted label; dropping removes them.
+    cleaned = cleaned_labels(result, top=100)
+    assert all(cleaned[i] == truth[i] for i in planted)
+    assert cleaned_labels(result, how="drop", top=3).count(None) == 3
+
+
+def test_generated_noise_is_found(denials):
+    """The generator's own ~3% noise: the flagged set and the ranking beat chance by far (scored with the hidden column)."""
+    noise = np.array(denials["label_is_noise"], dtype=bool)
+    result = audit(denials["id"], denials["text"], denials["label"], folds=FOLDS, seed=0)
+    assert noise.mean() < 0.06
+    flagged = result.flagged
+    assert flagged.sum() == len(result.suspects) > 0
+    precision = (flagged & noise).sum() / flagged.sum()
+    assert precision > 4 * noise.mean()  # chance is the noise rate
+    top = result.order[: noise.sum()]
+    assert noise[top].mean() > 0.35
+    est = noise_estimate(result, top_pairs=3)
+    assert est.flagged == flagged.sum() and len(est.pairs) == 3
+    assert 0.3 * noise.sum() < est.estimated_wrong < 3 * noise.sum()
+    assert est.pairs[0].estimated >= est.pairs[1].estimated >= est.pairs[2].estimated
+    assert sum(c.records for c in est.categories) == len(noise)
+    assert "records labelled" in est.pairs[0].sentence()
+
+
+def test_hidden_noise_column_is_never_read(denials, tmp_path):
+    """Shuffle label_is_noise in the file: the audit's output is byte for byte the same."""
+    names = ("id", "text", "label", "label_is_noise", "payer")
+    a = _write_csv(tmp_path / "a.csv", denials, names)
+    shuffled = dict(denials)
+    flags = list(denials["label_is_noise"])
+    random.Random(1).shuffle(flags)
+    shuffled["label_is_noise"] = [not f for f in flags]  # and inverted: nothing of the original is left
+    b = _write_csv(tmp_path / "b.csv", shuffled, names)
+    outs = []
+    for src in (a, b):
+        out = tmp_path / f"{src.stem}-suspects.csv"
+        assert run("audit", "--data", str(src), "--folds", str(FOLDS), "--out", str(out), "--top", "200") == 0
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1]
+    assert len(outs[0].splitlines()) == 201
+
+
+def test_cli_writes_suspects_from_the_store(denials, tmp_path, capsys):
+    """Import into a real SQLite store, audit its current labels: suspects.csv has the columns and no record text."""
+    from taxonomist.demo_data import demo_taxonomy
+
+    tax_path = tmp_path / "taxonomy.yaml"
+    demo_taxonomy().save(tax_path)
+    data = _write_csv(tmp_path / "denials.csv", denials, ("id", "date", "text", "label"))
+    db = str(tmp_path / "t.db")
+    assert run("import", str(data), "--taxonomy", str(tax_path), "--db", db) == 0
+    capsys.readouterr()
+    out = tmp_path / "suspects.csv"
+    assert run("audit", "--db", db, "--folds", str(FOLDS), "--seed", "1", "--out", str(out)) == 0
+    captured = capsys.readouterr()
+    assert "labels look wrong" in captured.out and "Most frequent confusions" in captured.out
+    assert "3/3" in captured.err  # progress (engine fits) goes to stderr
+    with out.open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["id", "given", "suggested", "score", "rank", "neighbours"]
+    assert [int(r["rank"]) for r in rows] == list(range(1, len(rows) + 1))
+    ids = set(denials["id"])
+    assert all(r["id"] in ids and r["given"] != r["suggested"] for r in rows)
+    assert all(n.split(":")[0] in ids for r in rows for n in r["neighbours"].split())
+    body = out.read_text(encoding="utf-8")
+    assert not any(t in body for t in denials["text"][:50])
+    # With a taxonomy, each suspect carries both categories' definitions (Python API).
+    result = audit(denials["id"], denials["text"], denials["label"], folds=FOLDS, taxonomy=demo_taxonomy(), top=3)
+    assert all(s.given_definition and s.suggested_definition for s in result.suspects)
+
+
+def test_cli_to_review_fills_the_queue(denials, tmp_path):
+    from taxonomist.store import Store
+
+    if not hasattr(Store, "add_review_items"):
+        pytest.skip("the store has no review queue yet")
+    data = _write_csv(tmp_path / "denials.csv", denials, ("id", "text", "label"))
+    db = str(tmp_path / "t.db")
+    assert run("import", str(data), "--db", db) == 0
+    out = tmp_path / "suspects.csv"
+    assert run("audit", "--db", db, "--folds", str(FOLDS), "--out", str(out), "--top", "10", "--to-review", "--who", "ana") == 0
+    with Store.open(db) as store:
+        queue = store.review_queue(reason="suspected_mislabel")
+    with out.open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert {q["record_id"] for q in queue} == {r["id"] for r in rows}
+    first = queue[0]  # the queue shows the most suspicious first
+    assert first["record_id"] == rows[0]["id"] and first["suggested"] == rows[0]["suggested"]
+    assert first["details"]["rank"] == 1 and len(first["details"]["neighbours"]) == 5
+    # Running again adds nothing: those records are already open for the same reason.
+    assert run("audit", "--db", db, "--folds", str(FOLDS), "--out", str(out), "--top", "10", "--to-review", "--who", "ana") == 0
+    with Store.open(db) as store:
+        assert len(store.review_queue(reason="suspected_mislabel")) == 10
+
+
+def test_confident_learning_on_a_known_matrix():
+    # Three categories; record 3 is labelled 0 but the model is sure it is 1.
+    proba = np.array([[0.9, 0.05, 0.05], [0.8, 0.1, 0.1], [0.7, 0.2, 0.1], [0.05, 0.9, 0.05],
+                      [0.1, 0.8, 0.1], [0.1, 0.7, 0.2], [0.1, 0.1, 0.8], [0.2, 0.1, 0.7]])
+    given = np.array([0, 0, 0, 0, 1, 1, 2, 2])
+    cl = confident_learning(proba, given, confident_fraction=1.0)
+    assert np.allclose(cl.thresholds, [(0.9 + 0.8 + 0.7 + 0.05) / 4, 0.75, 0.75])
+    assert cl.confident_joint[0, 1] == 1 and cl.confident_joint[0, 0] == 3
+    # Of the 3 records predicted 1, one is labelled 0: about 1 record labelled 0 is truly 1.
+    assert cl.noise_matrix[0, 1] == pytest.approx(1.0) and cl.estimated_wrong == pytest.approx(1.0)
+
+
+def test_several_engines_are_averaged(denials):
+    texts, labels = denials["text"][:600], denials["label"][:600]
+    counts = Counter(labels)
+    keep = [i for i, y in enumerate(labels) if counts[y] >= FOLDS]
+    texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
+    classes, one = out_of_fold_proba(texts, labels, engines=["tfidf"], folds=FOLDS)
+    _, soft = out_of_fold_proba(texts, labels, engines=["tfidf"], folds=FOLDS, engine_params={"tfidf": {"scale": 1.0}})
+    _, both = out_of_fold_proba(texts, labels, engines=["tfidf", "tfidf"], folds=FOLDS,
+                                engine_params={"tfidf": {"scale": 1.0}})
+    assert np.allclose(both, soft) and not np.allclose(one, soft)
+    assert list(classes) == sorted(set(labels)) and np.allclose(one.sum(axis=1), 1.0)
+
+
+@pytest.mark.parametrize(
+    ("labels", "folds", "message"),
+    [
+        ([], 3, "no labelled records"),
+        (["A1"] * 10, 3, "one category ('A1')"),
+        (["A1"] * 10 + ["B2"] * 2, 3, "too few in 'B2' (2); lower --folds (to at most 2)"),
+        (["A1"] * 10 + ["B2"] * 1, 3, "too few in 'B2' (1); leave them out"),
+        (["A1"] * 10 + ["B2"] * 10, 1, "at least 2"),
+    ],
+)
+def test_clear_errors(labels, folds, message):
+    texts = [f"text {i}" for i in range(len(labels))]
+    with pytest.raises(ExperimentError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        audit([str(i) for i in range(len(labels))], texts, labels, folds=folds)
+
+
+def test_skip_small_leaves_out_tiny_categories(denials):
+    ids, texts, labels = denials["id"][:400], denials["text"][:400], list(denials["label"][:400])
+    labels[0] = "ZZ9"  # a category with a single record
+    result = audit(ids, texts, labels, folds=FOLDS, skip_small=True, top=5)
+    assert "ZZ9" in result.skipped and ids[0] not in result.ids
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    data = tmp_path / "unlabelled.csv"
+    data.write_text("id,text\n1,CO-197 no auth\n2,CO-16 missing info\n", encoding="utf-8")
+    assert run("audit", "--data", str(data), "--out", str(tmp_path / "s.csv")) == 1
+    err = capsys.readouterr().err
+    assert "no labelled records" in err and "Traceback" not in err
+    assert not (tmp_path / "s.csv").exists()
+    assert run("audit", "--data", str(data), "--out", str(tmp_path / "s.csv"), "--to-review") == 1
+    assert "--to-review" in capsys.readouterr().err
