@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,10 @@ from pathlib import Path
 import pytest
 
 DATA = Path(__file__).parent / "data"
+
+# An engine from outside the package, found through its entry point like an installed plugin:
+# the contract suite runs it and `taxonomist engines list` shows it.
+sys.path.insert(0, str(Path(__file__).parent / "plugins"))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -133,6 +133,7 @@ def train(
     param: Annotated[list[str], typer.Option("--param", help="Engine parameter NAME=VALUE (JSON values), repeatable.")] = [],
     seed: Annotated[int, typer.Option("--seed", help="Seed of the calibration hold-out split.")] = 0,
     activate: Annotated[bool, typer.Option("--activate", help="With --db: make the new model the active one.")] = False,
+    create: Create = False,
 ) -> None:
     """Fit ENGINE on a labelled file or on the store's current labels, save it to --out and register it (with --db)."""
     from .. import service
@@ -143,7 +144,7 @@ def train(
     if (data is None) == (db is None) and data is None:
         raise RecordError("give the training data: --data FILE, or --db STORE to train on its current labels")
     tax = load_taxonomy(taxonomy) if taxonomy else None
-    store = service.open_store(_settings(db)) if db is not None else None
+    store = service.open_store(_settings(db, create)) if db is not None else None
     try:
         if store is not None and tax is None:
             tax = store.get_taxonomy()
@@ -245,6 +246,7 @@ def classify(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Records per engine call; each batch is written before the next.")] = 256,
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="Alternatives written per record.")] = 3,
     review: Annotated[bool, typer.Option("--review/--no-review", help="With --db: put NONE decisions in the review queue.")] = True,
+    create: Create = False,
 ) -> None:
     """Classify records into --output in batches, resumably; with --db every decision goes to the store's decision log.
 
@@ -257,7 +259,7 @@ def classify(
 
     if input is None and db is None:
         raise RecordError("give the records: --input FILE, or --db STORE to classify its records")
-    store = service.open_store(_settings(db)) if db is not None else None
+    store = service.open_store(_settings(db, create)) if db is not None else None
     try:
         loaded = service.load_model(model, store)
         done = _prepare_output(output, loaded.model_id)
