@@ -147,6 +147,14 @@ def test_database_errors_never_quote_record_text(store: Store) -> None:
     assert "Jane Roe" not in str(raised.value) and "parameters hidden" in str(raised.value)
 
 
+def test_postgresql_plans_every_statement_afresh(store: Store) -> None:
+    # A generic plan PostgreSQL kept from when the tables were small made a 100k import quadratic (see Store.open).
+    if store.engine.dialect.name != "postgresql":
+        pytest.skip("psycopg's prepared statements are a PostgreSQL matter")
+    with store.engine.connect() as conn:
+        assert conn.connection.dbapi_connection.prepare_threshold is None
+
+
 # ----- records --------------------------------------------------------------------------
 def test_add_records_is_idempotent(loaded: Store, small_taxonomy) -> None:
     before = table_counts(loaded)
