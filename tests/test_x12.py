@@ -294,3 +294,27 @@ def test_rejects_name_segments_and_elements_never_their_values(remit, tmp_path):
     assert "SVC SVC02 (charge) is not a number" in reasons and "CLP CLP03 (charge) is not a number" in reasons
     assert "DTM02 (date)" in reasons and "CAS01 (group code)" in reasons and "CAS03 (amount of triplet 1)" in reasons
     assert "(?)" in reasons and "SE01 (segment count)" in reasons
+
+
+def test_a_damaged_st_or_clp_never_drops_or_misfiles_lines_silently(remit):
+    text = remit.read_text()
+    segs = text.split("~")
+    sts = [k for k, seg in enumerate(segs) if seg.strip().startswith("ST*")]
+    damaged = list(segs)
+    damaged[sts[1]] = f"\n{MARKER_NAME} {MARKER_ID}"  # the second transaction's ST
+    items = list(parse_835(io.StringIO("~".join(damaged))))
+    assert sum(isinstance(i, Remit835Row) for i in items) == N  # read on: no claim of it is lost
+    assert any("the ST before it is missing or damaged" in i.reason for i in items if isinstance(i, Reject835))
+    clps = [k for k, seg in enumerate(segs) if seg.strip().startswith("CLP*")]
+    k = clps[5]
+    lines = sum(1 for seg in segs[k : clps[6]] if seg.strip().startswith("SVC*"))
+    damaged = list(segs)
+    damaged[k] = f"\n{MARKER_NAME} {MARKER_ID}"  # a claim's CLP
+    items = list(parse_835(io.StringIO("~".join(damaged))))
+    rows = [i for i in items if isinstance(i, Remit835Row)]
+    assert len(rows) == N - lines  # its lines are rejected, not filed under the claim before it
+    claims = {r["id"]: r["claim_id"] for r in _rows(generate_records(records=N, seed=5), N)}
+    assert all(r.claim_id == claims[r.id] for r in rows)
+    bad = [i for i in items if isinstance(i, Reject835) and i.segment == k + 1]
+    assert any("where a claim's CLP should be" in i.reason for i in bad)
+    assert not any(MARKER_ID in i.message() or MARKER_NAME in i.message() for i in items if isinstance(i, Reject835))

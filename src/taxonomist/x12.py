@@ -286,6 +286,7 @@ def parse_835(source: str | Path | IO[str] | IO[bytes]) -> Iterator[Remit835Row 
     claim: _Claim | None = None
     line: _Line | None = None
     st_start = 0
+    damaged = -1  # position of the last segment that does not start with a segment name
     in_st = False
     n1_role = ""
 
@@ -325,6 +326,21 @@ def parse_835(source: str | Path | IO[str] | IO[bytes]) -> Iterator[Remit835Row 
         pos += 1
         el = seg.split(seps.element)
         sid = el[0] if _SEGMENT_NAME.match(el[0]) else "?"
+        if not in_st and sid in _KNOWN and sid not in ("ISA", "IEA", "GS", "GE", "ST", "SE"):
+            # Transaction content with no ST before it: the ST is damaged. Read on rather than drop the
+            # transaction's claims silently; its SE count will disagree and say so too.
+            yield reject(pos, sid, "segment outside a transaction: the ST before it is missing or damaged; "
+                                   "read as part of a transaction with an unknown control number")
+            st02, st_start, in_st, payer, payee = "", pos, True, "", ""
+        if sid == "NM1" and in_st and damaged == pos - 1 and el[1:2] == ["QC"]:
+            # A patient NM1 right after a damaged segment: that segment was the claim's CLP. Its lines
+            # must not be filed under the claim before it.
+            yield from finish_claim(claim)
+            line = None
+            claim = _Claim(pos - 1, "", "", 0, 0, "")
+            claim.bad = reject(pos - 1, "?", "a damaged segment where a claim's CLP should be; the claim is not imported")
+        if sid == "?":
+            damaged = pos
         try:
             if sid == "ISA":
                 isa13 = _name(el[13].strip() if len(el) > 13 else "", _CONTROL_NUMBER)

@@ -156,6 +156,10 @@ def test_835_corrupted_segment_loses_at_most_its_claim_and_quotes_nothing(remit,
     assert 0 <= lost <= claim_lines
     if lost:
         assert rejects, "a line was dropped without a reject saying so"
+    claim_of = {r["id"]: r["claim_id"] for r in recs}
+    misfiled = [r.id for r in rows if r.id in claim_of and r.claim_id != claim_of[r.id]]
+    tally["misfiled"] += len(misfiled)
+    assert misfiled == [], "lines filed under another claim"
     leaked = sum(1 for r in rejects if "Zqxj" in r.message() or "W739105528" in r.message())
     tally["leaked"] += leaked
     assert leaked == 0

@@ -40,23 +40,23 @@ def main(argv: list[str] | None = None) -> None:
     # Weights come from installed packages; never reach for a model hub.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from ._console import Interrupted
-
     try:
         app = build_app()
         status = app(args=argv, standalone_mode=False)
     except TaxonomistError as exc:
         typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
         sys.exit(1)
-    except Interrupted as exc:  # Ctrl-C inside `resumable`: what was kept and how to resume
-        typer.secho(f"interrupted: {exc}", err=True)
-        sys.exit(130)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # e.g. while the commands load
         typer.secho("interrupted", err=True)
         sys.exit(130)
     except SystemExit:
         raise
     except Exception as exc:  # usage errors come through here with standalone_mode=False
+        from ._console import Interrupted  # loaded by then: only a command that imported it raises it
+
+        if isinstance(exc, Interrupted):  # Ctrl-C inside `resumable`: what was kept and how to resume
+            typer.secho(f"interrupted: {exc}", err=True)
+            sys.exit(130)
         exits, usage, aborts = _click_exceptions()
         if isinstance(exc, exits):
             sys.exit(exc.exit_code)
