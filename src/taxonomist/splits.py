@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["stratified_split"]
+__all__ = ["stratified_split", "stratified_folds"]
 
 
 def stratified_split(y: np.ndarray, fraction: float, rng: np.random.Generator | int) -> tuple[np.ndarray, np.ndarray]:
@@ -27,3 +27,15 @@ def stratified_split(y: np.ndarray, fraction: float, rng: np.random.Generator | 
         val.extend(members[:n_val])
         train.extend(members[n_val:])
     return np.sort(np.array(train, dtype=int)), np.sort(np.array(val, dtype=int))
+
+
+def stratified_folds(y: np.ndarray, k: int, rng: np.random.Generator | int) -> np.ndarray:
+    """The fold (0..k-1) of every example: each class dealt round-robin over the folds from a random start."""
+    y = np.asarray(y)
+    if not isinstance(rng, np.random.Generator):
+        rng = np.random.default_rng(rng)
+    fold = np.empty(len(y), dtype=int)
+    for c in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == c))
+        fold[members] = (np.arange(len(members)) + int(rng.integers(k))) % k
+    return fold

@@ -4,7 +4,7 @@
 # importing them here stays cheap. Add new engine modules to this list.
 import importlib
 
-for _module in ("tfidf", "knn", "head", "finetune", "ensemble", "llm"):
+for _module in ("tfidf", "knn", "head", "finetune", "ensemble", "llm", "cascade"):
     try:
         importlib.import_module(f"{__package__}.{_module}")
     except ModuleNotFoundError as exc:  # module not written yet

@@ -495,10 +495,36 @@ class LlmEngine(Engine):
         self._threaded(len(texts), one, done)
         return [p for p in done if p is not None]
 
-    def _answers(self, texts: list[str]) -> list[LlmAnswer]:
+    def shortlisted_answers(self, texts: Sequence[str], *, shortlists: Sequence[Sequence[str]] | None = None) -> list[LlmAnswer]:
+        """Every text's answer; `shortlists[i]` (e.g. a cascade's earlier stage's top codes) replaces retrieval's
+        candidate codes for text i. Turn them into distributions with `answers_proba`."""
+        from .base import _as_texts
+
+        self._check_fitted()
+        texts = _as_texts(texts)
+        if shortlists is None:
+            return self._answers(texts)
+        if len(shortlists) != len(texts):
+            raise EngineError(f"shortlisted_answers: {len(texts)} texts but {len(shortlists)} shortlists; give one per text")
+        return self._answers(texts, scored=[[(str(c), 0.0) for c in s] for s in shortlists])
+
+    def answers_proba(self, answers: Sequence[LlmAnswer]) -> np.ndarray:
+        """The answers' raw distributions over `classes_` (before calibration), the greedy answer winning ties."""
+        index = {str(c): i for i, c in enumerate(self.classes_)}
+        rows = []
+        for ans in answers:
+            row = self._row(ans, index)
+            if ans.category in index and ans.probs:  # the model's greedy answer wins ties
+                row[index[ans.category]] += 1e-9
+                row /= row.sum()
+            rows.append(row)
+        return np.vstack(rows) if rows else np.zeros((0, len(index)))
+
+    def _answers(self, texts: list[str], scored: list[list[tuple[str, float]]] | None = None) -> list[LlmAnswer]:
         """Every text's answer, calls in parallel up to the backend's limit (budget errors carry what was done)."""
         self._builder()
-        scored = self._shortlists(texts)
+        if scored is None:
+            scored = self._shortlists(texts)
         done: list[LlmAnswer | None] = [None] * len(texts)
 
         def one(i: int) -> None:
@@ -547,15 +573,7 @@ class LlmEngine(Engine):
     def _to_predictions(self, answers: Sequence[LlmAnswer], *, ids=None, top_k: int = 5, evidence: bool = True,
                         taxonomy: Any = None, code_map: Any = None) -> list[Prediction]:
         """Answers through the one decision path (calibration, threshold, taxonomy version, reasons)."""
-        index = {str(c): i for i, c in enumerate(self.classes_)}
-        rows = []
-        for ans in answers:
-            row = self._row(ans, index)
-            if ans.category in index and ans.probs:  # the model's greedy answer wins ties
-                row[index[ans.category]] += 1e-9
-                row /= row.sum()
-            rows.append(row)
-        proba = np.vstack(rows) if rows else np.zeros((0, len(index)))
+        proba = self.answers_proba(answers)
         calibrator = getattr(self, "calibrator_", None)
         if calibrator is not None:
             proba = calibrator.apply(proba)
