@@ -193,9 +193,17 @@ def train(
                 f"{sum(counts.values())} record(s) carry labels that are not active in taxonomy {taxonomy.version_id}: "
                 f"{shown}; {fix}"
             )
-    if target_accuracy is not None and calibrate <= 0:
-        calibrate = 0.1
     model = create_engine(engine_name, **(params or {}))
+    # An engine that takes the target itself (the cascade) chooses its thresholds on cross-fitted data: no hold-out.
+    own_target = "target_accuracy" in model.get_params()
+    if own_target:
+        if target_accuracy is not None:
+            model.set_params(target_accuracy=target_accuracy)
+        if "confidence_level" in model.get_params() and "confidence_level" not in (params or {}):
+            model.set_params(confidence_level=confidence_level)
+        calibrate = 0.0
+    elif target_accuracy is not None and calibrate <= 0:
+        calibrate = 0.1
     if taxonomy is not None and "taxonomy" in model.get_params():
         model.set_params(taxonomy=str(taxonomy_path) if taxonomy_path is not None else taxonomy)
     labels = np.array([r.label for r in records], dtype=object)
@@ -242,6 +250,9 @@ def train(
                 )
             else:
                 result.notes.append(f"no threshold keeps overall accuracy >= {target_accuracy:.0%}; none set")
+    if own_target and hasattr(model, "summary"):
+        result.calibration = model.summary()
+        result.notes.extend(model.summary_lines())
     Path(out).mkdir(parents=True, exist_ok=True)
     model.save(out)
     result.model_id = model.model_id
