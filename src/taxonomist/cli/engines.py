@@ -131,6 +131,9 @@ def train(
         ),
     ] = 0.95,
     param: Annotated[list[str], typer.Option("--param", help="Engine parameter NAME=VALUE (JSON values), repeatable.")] = [],
+    stages: Annotated[
+        Optional[str], typer.Option("--stages", help="cascade: its stages, cheapest first, e.g. tfidf,head,llm (same as --param stages=[...]).")
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the calibration hold-out split.")] = 0,
     activate: Annotated[bool, typer.Option("--activate", help="With --db: make the new model the active one.")] = False,
     create: Create = False,
@@ -156,7 +159,8 @@ def train(
                               + (f", {since or '…'} to {until or '…'}" if since or until else ""))
         with reporter(f"training {engine}"), resumable("nothing was saved; rerun the command"):
             result = service.train(
-                engine, records, out=out, taxonomy=tax, taxonomy_path=taxonomy, params=_params(param),
+                engine, records, out=out, taxonomy=tax, taxonomy_path=taxonomy,
+                params={**_params(param), **({"stages": [s.strip() for s in stages.split(",") if s.strip()]} if stages else {})},
                 calibrate=calibrate, target_accuracy=target_accuracy, policy=abstain_policy,
                 confidence_level=abstain_confidence, seed=seed, store=store, activate=activate,
                 say=lambda m: err_console.print(m, highlight=False, markup=False),
@@ -170,6 +174,7 @@ def train(
                                "train_seconds": result.train_seconds, "taxonomy_version": result.taxonomy_version}
     if result.held_out:
         summary["held_out"] = result.held_out
+    if result.calibration:
         summary.update(result.calibration)
     summary["model_id"] = result.model_id
     summary["out"] = result.out

@@ -578,6 +578,21 @@ class CascadeEngine(Engine):
             **({"note": plan.note} if plan.note else {}),
         }
 
+    def summary_lines(self) -> list[str]:
+        """The summary in words, for the CLI."""
+        plan = self.plan_
+        names = " -> ".join(self.stage_names_)
+        shown = " / ".join("never" if t >= 1 else f"{t:.3f}" for t in self._active_thresholds())
+        shares = ", ".join(f"{nm} answers {s:.1%}" for nm, s in zip(self.stage_names_, plan.stage_shares))
+        lines = [f"cascade {names}: thresholds {shown} (chosen on {plan.n} held-out records)",
+                 f"{shares}; left to people {plan.to_people:.1%}"]
+        if plan.answered_accuracy is not None:
+            lines.append(f"accuracy on answered {plan.answered_accuracy:.1%} (>= {plan.accuracy_lower:.1%} at the bound; "
+                         f"target {plan.target_accuracy:.1%}); cost ${plan.cost_per_record * 1000:.6f} per 1,000 records")
+        if plan.note:
+            lines.append(plan.note)
+        return lines
+
     # ----- save / load ---------------------------------------------------------------------------------
     def _stage_dir(self, s: int) -> str:
         return f"stages/{s:02d}-{self.stages_[s].name}"
