@@ -38,7 +38,7 @@ def test_bad_price_table_names_the_price(tmp_path, text, match):
 
 
 def test_missing_price_file_says_how_to_make_one(tmp_path):
-    with pytest.raises(ExperimentError, match="copy taxonomist/compare/prices.yaml"):
+    with pytest.raises(ExperimentError, match="copy taxonomist/prices.yaml"):
         load_prices(tmp_path / "nope.yaml")
 
 

@@ -47,7 +47,7 @@ def compare(
     budget: Annotated[str, typer.Option("--budget", help="quick | standard | full: how much data slow engines (MiniLM, fine-tuning, LLM) see; every cap is stated in the report.")] = "standard",
     seeds: Annotated[Optional[int], typer.Option("--seeds", min=1, help="Seeds for the learning curve (default by budget).")] = None,
     llm_sample: Annotated[int, typer.Option("--llm-sample", min=1, help="Records the LLM engine answers per evaluation (a fixed prefix of each test set).")] = 40,
-    prices: Annotated[Optional[Path], typer.Option("--prices", help="Price table YAML (copy taxonomist/compare/prices.yaml and edit).")] = None,
+    prices: Annotated[Optional[Path], typer.Option("--prices", help="Price table YAML (copy taxonomist/prices.yaml and edit); the llm engine prices its calls from the same file.")] = None,
     network: Annotated[Optional[Path], typer.Option("--network", help="Another network's labelled records, in their codes, to import through --crosswalk.")] = None,
     crosswalk: Annotated[Optional[Path], typer.Option("--crosswalk", help="Crosswalk from the other network's codes to ours (YAML or CSV).")] = None,
     db: Annotated[Optional[Path], typer.Option("--db", help="Store for every prediction (default: OUT/compare.db).")] = None,

@@ -1,20 +1,22 @@
-"""What LLM calls cost: a configurable price table, per-call cost, a running ledger and a budget cap.
+"""What LLM calls cost: per-model prices from the project's one price table, per-call cost, a ledger, a budget cap.
 
-A price table is YAML or JSON, prices in US dollars:
+Prices come from `taxonomist.prices` (the same YAML the decision report reads),
+in US dollars. Its `models:` section prices models by name or pattern:
 
     models:
       gpt-4o-mini:   {input: 0.15, cached: 0.075, output: 0.60}   # per 1M tokens
-      "llama.cpp:*": {cpu_hour: 0.05}                              # local model: per CPU-hour
+      "llama.cpp:*": {cpu_hour: 0.10}                              # local model: per CPU-hour
       "*":           {input: 1.0, output: 3.0}                     # anything else
 
-Model names match exactly first, then by shell-style pattern in file order.
-A local model is priced by CPU time: latency × cores / 3600 × `cpu_hour`.
+Model names match exactly first, then by shell-style pattern in file order. A
+local model not named there is priced by CPU time at the table's
+`compute.serve_cpu_per_hour` (latency × cores / 3600 × that price), so a
+CPU-hour costs the same in the report and in the ledger. Unknown remote models cost 0.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import json
 import threading
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -46,9 +48,9 @@ class Price:
         return dollars
 
 
-#: Defaults: a local model at a cloud vCPU's price (~$0.05 per CPU-hour); unknown remote models cost 0
+#: Without a price table: a local model at the default CPU price of taxonomist/prices.yaml; unknown remote models cost 0
 #: until you give a table (the cost column then reads 0, never a guess).
-DEFAULT_PRICES: dict[str, Price] = {"llama.cpp:*": Price(cpu_hour=0.05)}
+DEFAULT_PRICES: dict[str, Price] = {"llama.cpp:*": Price(cpu_hour=0.10)}
 
 
 class PriceTable:
@@ -67,6 +69,13 @@ class PriceTable:
 
     def to_dict(self) -> dict[str, Any]:
         return {"models": {k: asdict(v) for k, v in self.prices.items()}}
+
+    @classmethod
+    def from_prices(cls, table: Any) -> PriceTable:
+        """From the project's `prices.PriceTable`: its `models:` first, then local models at its CPU price."""
+        prices = {str(k): Price(**dict(v)) for k, v in table.models.items()}
+        prices.setdefault("llama.cpp:*", Price(cpu_hour=table.serve_cpu_per_hour))
+        return cls(prices)
 
     @classmethod
     def from_dict(cls, data: Any, *, source: str = "price table") -> PriceTable:
@@ -88,20 +97,15 @@ class PriceTable:
 
 
 def load_price_table(path: str | Path | None) -> PriceTable:
-    """Read a YAML/JSON price table; `None` gives the defaults."""
-    if path is None:
-        return PriceTable()
-    p = Path(path)
-    if not p.is_file():
-        raise BackendError(f"price table '{p}' does not exist; write one (see taxonomist.llm.accounting) or omit it")
-    text = p.read_text(encoding="utf-8")
-    if p.suffix.lower() == ".json":
-        data = json.loads(text)
-    else:
-        from .._yaml import safe_load
+    """Per-model prices from the project's price table (`taxonomist.prices`); `None` gives the defaults."""
+    from ..errors import ExperimentError
+    from ..prices import load_prices
 
-        data = safe_load(text, source=str(p), error=BackendError)
-    return PriceTable.from_dict(data, source=str(p))
+    try:
+        table = load_prices(path)
+    except ExperimentError as exc:
+        raise BackendError(str(exc)) from None
+    return PriceTable.from_prices(table)
 
 
 @dataclass
