@@ -109,7 +109,7 @@ class Remit835Row:
 
     def text(self) -> str:
         """The line engines classify, rendered exactly as the demo generator renders its `text`."""
-        from .demo_data._generator import render_text
+        from .denials import render_text
 
         return render_text(
             self.group_code, self.carc, " ".join(self.rarcs), self.cpt, " ".join(self.modifiers), self.pos,

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..denials import render_text
 from ._categories import AUDIO_ONLY, GENERIC_CODES, GENERIC_REMARKS, RANKS, RARE, SPECS
 from ._codes import carc_text
 from ._payers import Payer, abbreviate
@@ -175,13 +176,6 @@ def _typo(text: str, r: random.Random) -> str:
         w = w[:j] + r.choice(_KEYS) + w[j + 1 :]
     words[i] = w
     return " ".join(words)
-
-
-def render_text(group_code: str, carc: str, rarcs: str, cpt: str, modifiers: str, pos: str, payer: str, remark: str) -> str:
-    """The line engines classify: codes, service, payer and remark (same for CSV and 835 imports)."""
-    mods = "".join("-" + m for m in modifiers.split()) if modifiers else ""
-    head = f"{group_code}-{carc} {rarcs or 'N/A'} | CPT {cpt}{mods} POS {pos} | Payer: {payer}"
-    return f"{head} | {remark}" if remark else head
 
 
 @dataclass
