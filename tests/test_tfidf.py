@@ -24,7 +24,8 @@ TRAIN, TEST = read_csv("banking77_small_train.csv"), read_csv("banking77_small_t
 def test_saved_as_json_and_npz_only(tmp_path):
     engine = TfidfEngine().fit(*TRAIN)
     engine.save(tmp_path / "m")
-    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["manifest.json", "tfidf_vocabulary.json", "tfidf_weights.npz"]
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
+        "manifest.json", "tfidf_evidence.json", "tfidf_vocabulary.json", "tfidf_weights.npz"]
     vocab = json.loads((tmp_path / "m" / "tfidf_vocabulary.json").read_text())
     assert len(vocab["word"]) + len(vocab["char"]) == engine.coef_.shape[1]
     with np.load(tmp_path / "m" / "tfidf_weights.npz", allow_pickle=False) as w:
@@ -77,3 +78,21 @@ def test_min_records_keeps_words_of_one_record_out_of_the_saved_vocabulary(tmp_p
 def test_min_records_larger_than_the_data_is_a_clear_error():
     with pytest.raises(EngineError, match="min_records=5 but the training set has 3 distinct texts"):
         TfidfEngine(min_records=5).fit(["a b", "c d", "a b", "e f"], ["x", "y", "x", "y"])
+
+
+def test_decisions_cite_the_nearest_typical_training_records_by_id(tmp_path):
+    ids = [f"rec-{i}" for i in range(len(TRAIN[0]))]
+    engine = TfidfEngine(evidence_per_class=5).fit(*TRAIN, ids=ids)
+    preds = engine.predict_batch(TEST[0][:20])
+    for p in preds:
+        assert 1 <= len(p.evidence) <= 3
+        assert all(e.ref in set(ids) and e.text == "" for e in p.evidence)
+        top2 = {a.category for a in p.alternatives[:2]}
+        assert {e.category for e in p.evidence} <= top2
+    # Most decisions cite an example of the category they chose; the ids survive save/load.
+    assert sum(p.evidence[0].category == p.category for p in preds) >= 15
+    engine.save(tmp_path / "m")
+    from taxonomist.engines import load_engine
+
+    again = load_engine(tmp_path / "m").predict_batch(TEST[0][:20])
+    assert [p.evidence for p in again] == [p.evidence for p in preds]

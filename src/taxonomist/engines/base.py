@@ -255,8 +255,12 @@ class Engine(ClassifierMixin, BaseEstimator):
         raise NotImplementedError
 
     def _evidence(self, text: str, proba: np.ndarray) -> tuple:
-        """Evidence for `predict_one`; engines with retrieval override this."""
+        """Evidence for one decision; engines with retrieval override this (or `_evidence_batch`)."""
         return ()
+
+    def _evidence_batch(self, texts: Sequence[str], proba: np.ndarray) -> list[tuple]:
+        """Evidence for a batch of decisions; override when one pass over the batch is cheaper."""
+        return [tuple(self._evidence(t, row)) for t, row in zip(texts, proba)]
 
     # ----- the contract -------------------------------------------------------------
     def fit(self, texts: Iterable[str], labels: Iterable[str], *, ids: Sequence[str] | None = None) -> Engine:
@@ -342,7 +346,7 @@ class Engine(ClassifierMixin, BaseEstimator):
             raise EngineError(f"predict_batch: {len(texts)} texts but {len(ids)} ids; give one id per text or none")
         start = time.perf_counter()
         proba = self.predict_proba(texts)
-        ev = [tuple(self._evidence(t, row)) for t, row in zip(texts, proba)] if evidence else None
+        ev = self._evidence_batch(texts, proba) if evidence else None
         return self._decide(proba, texts, ids=ids, top_k=top_k, taxonomy=taxonomy, code_map=code_map,
                             evidence=ev, start=start)
 

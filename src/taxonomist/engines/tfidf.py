@@ -12,12 +12,14 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.svm import LinearSVC
 
 from ..errors import EngineError
+from ..prediction import Evidence
 from .base import Engine, Manifest, register_engine
 
 __all__ = ["TfidfEngine"]
 
 _WEIGHTS = "tfidf_weights.npz"
 _VOCAB = "tfidf_vocabulary.json"
+_EVIDENCE = "tfidf_evidence.json"
 
 
 def _vectorizers(min_df: int, vocabularies: tuple[Any, Any] = (None, None)) -> tuple[TfidfVectorizer, TfidfVectorizer]:
@@ -71,6 +73,11 @@ class TfidfEngine(Engine):
     word can still survive through common ones (see docs/SECURITY.md).
     Default 2 (PHI first): measured by benchmarks/tfidf_min_records.py, BANKING77
     91.14% instead of 91.33% with min_records=1, generated denials 87.90% vs 87.82%.
+
+    Evidence: for each category the `evidence_per_class` training records the
+    SVM scores most typical of it are kept as sparse vectors with their record
+    ids; a decision cites the nearest of them among its top categories (ids
+    and scores, never text).
     """
 
     name = "tfidf"
@@ -81,13 +88,21 @@ class TfidfEngine(Engine):
     demo_caps = {"max_train": 3000}
 
     def __init__(
-        self, *, C: float = 0.5, min_df: int = 1, min_records: int = 2, scale: float = 10.0, threshold: float | None = None
+        self,
+        *,
+        C: float = 0.5,
+        min_df: int = 1,
+        min_records: int = 2,
+        scale: float = 10.0,
+        threshold: float | None = None,
+        evidence_per_class: int = 20,
     ) -> None:
         self.C = C
         self.min_df = min_df
         self.min_records = min_records
         self.scale = scale
         self.threshold = threshold
+        self.evidence_per_class = evidence_per_class
 
     def _fit(self, texts: list[str], labels: np.ndarray) -> None:
         if len(self.classes_) < 2:
@@ -108,6 +123,38 @@ class TfidfEngine(Engine):
         self.word_vectorizer_, self.char_vectorizer_ = word, char
         self.coef_ = np.ascontiguousarray(coef, dtype=np.float32)
         self.intercept_ = np.asarray(intercept, dtype=np.float32)
+        self._keep_prototypes(x, labels)
+
+    def _keep_prototypes(self, x: sparse.csr_matrix, labels: np.ndarray) -> None:
+        """Per category, the training records the model finds most typical of it: the evidence decisions cite."""
+        refs = self._train_refs(x.shape[0])
+        keep: list[int] = []
+        m = int(self.evidence_per_class or 0)
+        if m > 0:
+            margins = np.asarray(x @ self.coef_.T) + self.intercept_
+            for j, c in enumerate(self.classes_):
+                rows = np.flatnonzero(labels == c)
+                keep.extend(rows[np.argsort(-margins[rows, j], kind="stable")[:m]].tolist())
+        idx = np.array(sorted(keep), dtype=int)
+        self.proto_x_ = x[idx].astype(np.float32) if len(idx) else sparse.csr_matrix((0, x.shape[1]), dtype=np.float32)
+        self.proto_refs_ = [refs[i] for i in idx]
+        self.proto_labels_ = [str(labels[i]) for i in idx]
+
+    def _evidence_batch(self, texts: list[str], proba: np.ndarray) -> list[tuple]:
+        protos = getattr(self, "proto_x_", None)
+        if protos is None or protos.shape[0] == 0:
+            return [() for _ in texts]
+        x = sparse.hstack([self.word_vectorizer_.transform(texts), self.char_vectorizer_.transform(texts)]).tocsr()
+        sims = np.asarray((x @ protos.T).todense())
+        index = {c: i for i, c in enumerate(self.classes_)}
+        proto_class = np.array([index.get(y, -1) for y in self.proto_labels_])
+        out = []
+        for row, p in zip(sims, proba):
+            top = set(np.argsort(-p)[:2].tolist())
+            candidates = [i for i in np.argsort(-row)[:50] if proto_class[i] in top][:3]
+            out.append(tuple(Evidence(kind="example", category=self.proto_labels_[i], score=float(row[i]),
+                                      ref=self.proto_refs_[i]) for i in candidates))
+        return out
 
     def decision_function(self, texts: list[str]) -> np.ndarray:
         self._check_fitted()
@@ -129,13 +176,20 @@ class TfidfEngine(Engine):
                 terms[i] = term
             vocab[key] = terms
         (directory / _VOCAB).write_text(json.dumps(vocab, ensure_ascii=False))
+        protos = getattr(self, "proto_x_", None)
+        if protos is None:
+            protos = sparse.csr_matrix((0, self.coef_.shape[1]), dtype=np.float32)
         np.savez_compressed(
             directory / _WEIGHTS,
             word_idf=self.word_vectorizer_.idf_.astype(np.float64),
             char_idf=self.char_vectorizer_.idf_.astype(np.float64),
             coef=self.coef_,
             intercept=self.intercept_,
+            proto_data=protos.data, proto_indices=protos.indices, proto_indptr=protos.indptr,
+            proto_shape=np.array(protos.shape),
         )
+        (directory / _EVIDENCE).write_text(json.dumps({"refs": getattr(self, "proto_refs_", []),
+                                                        "labels": getattr(self, "proto_labels_", [])}))
         return {"n_features": int(self.coef_.shape[1])}
 
     def _load_weights(self, directory: Path, manifest: Manifest) -> None:
@@ -152,3 +206,10 @@ class TfidfEngine(Engine):
         self.word_vectorizer_, self.char_vectorizer_ = word, char
         self.coef_ = weights["coef"]
         self.intercept_ = weights["intercept"]
+        if "proto_shape" in weights.files and (directory / _EVIDENCE).is_file():
+            self.proto_x_ = sparse.csr_matrix(
+                (weights["proto_data"], weights["proto_indices"], weights["proto_indptr"]),
+                shape=tuple(int(v) for v in weights["proto_shape"]),
+            )
+            ev = json.loads((directory / _EVIDENCE).read_text())
+            self.proto_refs_, self.proto_labels_ = ev["refs"], ev["labels"]
