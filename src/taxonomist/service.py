@@ -45,6 +45,8 @@ __all__ = [
     "score_predictions",
     "assign_file",
     "review_rows",
+    "decision_stats",
+    "taxonomy_impact",
 ]
 
 Progress = Callable[[int, int | None], None]
@@ -547,4 +549,109 @@ def review_rows(store: Store, *, limit: int = 50, reason: str | None = None, exc
             "excerpt": (text[:excerpt] + ("…" if len(text) > excerpt else "")) if text else "",
             "details": item.get("details") or {},
         })
+    return out
+
+
+# ----- the review service: statistics and taxonomy impact -----------------------------------------
+def decision_stats(store: Store, *, model_id: str | None = None, months: int = 12) -> dict[str, Any]:
+    """What the decision log says: volume, coverage, abstain reasons, category mix by month, and a drift signal.
+
+    Months are those of the decision (when it was made), the latest `months`.
+    Drift compares the latest month against the training period: the category
+    mix of the store's current labels (what `train` reads) by total variation
+    distance (0 same mix, 1 disjoint), and mean confidence against the model's
+    first month of decisions (the closest the log has to its training period).
+    Only the decisions of `model_id` count when given.
+    """
+    volume: Counter = Counter()
+    answered: Counter = Counter()
+    conf_sum: Counter = Counter()
+    reasons: Counter = Counter()
+    mix: dict[str, Counter] = {}
+    for d in store.iter_predictions(model_id):
+        created = d["created"]
+        month = created.strftime("%Y-%m") if created is not None else "undated"
+        volume[month] += 1
+        conf_sum[month] += float(d["confidence"] or 0.0)
+        mix.setdefault(month, Counter())[d["category"]] += 1
+        if d["category"] == ABSTAIN:
+            reasons[d["reason"] or "none"] += 1
+        else:
+            answered[month] += 1
+    shown = sorted(volume)[-months:]
+    total = sum(volume.values())
+    labelled = store.stats()["by_category"]
+    drift: dict[str, Any] = {"reference": "current labels in the store (the training data)", "month": None,
+                             "mix_shift": None, "mean_confidence": None, "reference_confidence": None,
+                             "confidence_shift": None}
+    if shown:
+        latest = shown[-1]
+        drift["month"] = latest
+        answered_mix = Counter({c: n for c, n in mix[latest].items() if c != ABSTAIN})
+        drift["mix_shift"] = round(_total_variation(answered_mix, Counter(labelled)), 4) if labelled else None
+        first = sorted(volume)[0]
+        drift["mean_confidence"] = round(conf_sum[latest] / volume[latest], 4)
+        drift["reference_confidence"] = round(conf_sum[first] / volume[first], 4)
+        drift["reference_month"] = first
+        drift["confidence_shift"] = round(drift["mean_confidence"] - drift["reference_confidence"], 4)
+    return {
+        "model_id": model_id,
+        "decisions": total,
+        "answered": sum(answered.values()),
+        "coverage": round(sum(answered.values()) / total, 4) if total else None,
+        "abstain_reasons": dict(reasons.most_common()),
+        "by_month": [
+            {"month": m, "decisions": volume[m], "coverage": round(answered[m] / volume[m], 4),
+             "mean_confidence": round(conf_sum[m] / volume[m], 4), "categories": dict(mix[m].most_common())}
+            for m in shown
+        ],
+        "labelled_mix": dict(sorted(labelled.items())),
+        "drift": drift,
+    }
+
+
+def _total_variation(a: Counter, b: Counter) -> float:
+    na, nb = sum(a.values()), sum(b.values())
+    if not na or not nb:
+        return 0.0
+    return 0.5 * sum(abs(a[k] / na - b[k] / nb) for k in set(a) | set(b))
+
+
+def taxonomy_impact(store: Store, change: Any, *, engine: Engine | None = None) -> dict[str, Any]:
+    """What applying a taxonomy `Change` would do, before it is applied: nothing is written.
+
+    Counts the current labels that would be relabelled (per old code) or sent to
+    review, the records whose latest decision names a changed code, and, for
+    `engine`, how each of its changed codes would read in the new version
+    (`maps` to a successor or `abstains` to review), from `engine.code_map`.
+    """
+    by_category = store.stats()["by_category"]
+    relabel = {str(k): str(v) for k, v in change.relabel.items()}
+    review = [str(c) for c in change.review]
+    touched = set(relabel) | set(review)
+    latest: dict[str, str] = {}
+    for d in store.iter_predictions():
+        latest[d["record_id"]] = d["category"]
+    decisions = Counter(c for c in latest.values() if c in touched)
+    out: dict[str, Any] = {
+        "operation": change.entry.op,
+        "summary": change.entry.summary,
+        "new_version": change.taxonomy.version_id,
+        "relabelled": {c: by_category.get(c, 0) for c in relabel},
+        "relabelled_total": sum(by_category.get(c, 0) for c in relabel),
+        "mapping": relabel,
+        "to_review": {c: by_category.get(c, 0) for c in review},
+        "to_review_total": sum(by_category.get(c, 0) for c in review),
+        "decisions_affected": dict(decisions),
+        "decisions_affected_total": sum(decisions.values()),
+        "model": None,
+    }
+    if engine is not None:
+        cmap = engine.code_map(change.taxonomy)
+        codes = {code: {"outcome": "maps" if fate.target is not None else "abstains", "target": fate.target,
+                        "reason": fate.reason, "note": fate.note}
+                 for code, fate in cmap.fates.items() if fate.reason}
+        out["model"] = {"model_id": engine.model_id, "changed_codes": codes,
+                        "maps": sorted(c for c, v in codes.items() if v["outcome"] == "maps"),
+                        "abstains": sorted(c for c, v in codes.items() if v["outcome"] == "abstains")}
     return out

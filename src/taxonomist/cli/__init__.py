@@ -13,7 +13,7 @@ from ..errors import TaxonomistError
 __all__ = ["build_app", "main"]
 
 # Each module defines `register(app: typer.Typer) -> None`. Order is the order in --help.
-COMMAND_MODULES = ("taxonomy", "records", "data", "engines", "models", "llm", "compare", "audit")
+COMMAND_MODULES = ("taxonomy", "records", "data", "engines", "models", "llm", "compare", "audit", "serve", "keys")
 
 
 def build_app() -> typer.Typer:

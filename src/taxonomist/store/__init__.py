@@ -1199,6 +1199,50 @@ class Store:
         }
 
 
+    # ----- API keys of the review service -------------------------------------------------
+    def add_api_key(self, *, name: str, role: str, key_hash: str, prefix: str, who: str) -> dict[str, Any]:
+        """Record a new key by its hash (the key itself is never stored); returns its row."""
+        from .models import ApiKeyRow
+
+        _require_who(who)
+        if not name or not name.strip():
+            raise StoreError("a key needs a name (who or what uses it), e.g. --name billing-system")
+        row = ApiKeyRow(id=_new_id()[:16], name=name.strip()[:200], role=role, key_hash=key_hash, prefix=prefix,
+                        created=_now(), created_by=who, revoked_at=None)
+        with self._session() as s:
+            s.add(row)
+        return _api_key_dict(row)
+
+    def api_keys(self) -> list[dict[str, Any]]:
+        """Every key ever created, oldest first (hashes left out)."""
+        from .models import ApiKeyRow
+
+        with self._sessions() as s:
+            return [_api_key_dict(r) for r in s.scalars(select(ApiKeyRow).order_by(ApiKeyRow.created))]
+
+    def api_key_by_hash(self, key_hash: str) -> dict[str, Any] | None:
+        """The key with this hash, unless revoked; None when there is none."""
+        from .models import ApiKeyRow
+
+        with self._sessions() as s:
+            row = s.scalars(select(ApiKeyRow).where(ApiKeyRow.key_hash == key_hash, ApiKeyRow.revoked_at.is_(None))).first()
+            return _api_key_dict(row) if row is not None else None
+
+    def revoke_api_key(self, ref: str) -> dict[str, Any]:
+        """Revoke a key named by its id, its prefix or its name (when unique); returns its row."""
+        from .models import ApiKeyRow
+
+        with self._session() as s:
+            rows = s.scalars(select(ApiKeyRow).where(
+                sa.or_(ApiKeyRow.id == ref, ApiKeyRow.prefix == ref, ApiKeyRow.name == ref),
+                ApiKeyRow.revoked_at.is_(None))).all()
+            if not rows:
+                raise StoreError(f"no active key '{ref}' in the store; see `taxonomist keys list` for ids")
+            if len(rows) > 1:
+                raise StoreError(f"'{ref}' names {len(rows)} active keys ({', '.join(r.id for r in rows)}); revoke by id")
+            rows[0].revoked_at = _now()
+            return _api_key_dict(rows[0])
+
 # Any fixed 64-bit key: the PostgreSQL advisory lock that writers of records and labels take.
 _WRITERS_LOCK = 7_261_786_768_756_213
 
@@ -1233,6 +1277,10 @@ _EXTRA_KEYS = ("mapped_from", "model_category", "note", "threshold", "stage", "s
 
 def _decision_extra(extra: Mapping[str, Any]) -> dict[str, Any]:
     return {k: extra[k] for k in _EXTRA_KEYS if k in extra}
+
+
+def _api_key_dict(r: Any) -> dict[str, Any]:
+    return {k: getattr(r, k) for k in ("id", "name", "role", "prefix", "created", "created_by", "revoked_at")}
 
 
 def _require_who(who: str) -> None:

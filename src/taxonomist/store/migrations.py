@@ -175,9 +175,27 @@ def _m2_decision_log_registry_review(conn: Connection) -> None:
     conn.execute(sa.text("CREATE INDEX ix_predictions_record_created ON predictions (record_id, created)"))
 
 
+def _m3_api_keys(conn: Connection) -> None:
+    """Keys of the review service: only a hash of each key is kept, with its role and whether it was revoked."""
+    md = sa.MetaData()
+    sa.Table(
+        "api_keys", md,
+        sa.Column("id", sa.String(32), primary_key=True),
+        sa.Column("name", sa.String(200), nullable=False),
+        sa.Column("role", sa.String(16), nullable=False),
+        sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+        sa.Column("prefix", sa.String(16), nullable=False),
+        sa.Column("created", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("created_by", sa.String(200), nullable=False),
+        sa.Column("revoked_at", sa.DateTime(timezone=True)),
+    )
+    md.create_all(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", _m1_initial),
     Migration(2, "decision_log_registry_review", _m2_decision_log_registry_review),
+    Migration(3, "api_keys", _m3_api_keys),
 )
 LATEST_VERSION = max(m.version for m in MIGRATIONS)
 

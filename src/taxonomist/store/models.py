@@ -25,6 +25,7 @@ __all__ = [
     "RunRow",
     "LlmCacheRow",
     "SchemaMigrationRow",
+    "ApiKeyRow",
 ]
 
 ID = String(128)
@@ -191,3 +192,18 @@ class SchemaMigrationRow(Base):
     version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     name: Mapped[str] = mapped_column(String(200))
     applied_at: Mapped[dt.datetime]
+
+
+class ApiKeyRow(Base):
+    """A key of the review service: its SHA-256 (never the key), role, and when it was revoked."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))  # classifier | reviewer | admin
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))  # the key's first characters, to tell keys apart in lists
+    created: Mapped[dt.datetime]
+    created_by: Mapped[str] = mapped_column(String(200))
+    revoked_at: Mapped[dt.datetime | None]

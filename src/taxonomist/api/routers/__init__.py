@@ -1,0 +1,1 @@
+"""One router per resource: classify, decisions, review, taxonomy, stats, health, and the web pages."""
