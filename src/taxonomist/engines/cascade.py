@@ -145,13 +145,10 @@ def search_thresholds(
     n, S = len(conf[0]), len(conf)
     if n == 0:
         raise EngineError("cascade: no held-out records to choose thresholds on; give more training data")
-    grids = []
-    for c in conf[:-1]:
-        qs = np.unique(np.quantile(c, np.linspace(0.0, 1.0, grid)))
-        grids.append([*qs.tolist(), ANSWER_NOTHING])
-    best: tuple | None = None
-    candidates = []
-    for combo in itertools.product(*grids):
+    def levels_grid(c: np.ndarray, levels: np.ndarray) -> list[float]:
+        return [*np.unique(np.quantile(c, np.clip(levels, 0.0, 1.0))).tolist(), ANSWER_NOTHING]
+
+    def evaluate(combo: Sequence[float]) -> tuple | None:
         remaining = np.ones(n, dtype=bool)
         hits = answered = 0
         cost = 0.0
@@ -170,28 +167,43 @@ def search_thresholds(
         if not defer:
             last_t, j = 0.0, len(rest)
             h, k = hits + int(ok[-1][rest].sum()), answered + len(rest)
-            feasible = bool(wilson_lower(h, k, z) >= target_accuracy) if k else True
+            if k and wilson_lower(h, k, z) < target_accuracy:
+                return None
         else:
             order = rest[np.argsort(-conf[-1][rest], kind="stable")]
             sorted_conf = conf[-1][order]
             h_at = hits + np.r_[0, np.cumsum(ok[-1][order])]
             k_at = answered + np.arange(len(order) + 1)
             # cut j answers the first j rows; only between different confidences (ties go together)
-            cut = np.r_[True, np.r_[sorted_conf[1:] < sorted_conf[:-1], True]] if len(order) else np.array([True])
-            with np.errstate(divide="ignore", invalid="ignore"):
-                lower = np.where(k_at > 0, wilson_lower(h_at, np.maximum(k_at, 1), z), 1.0)
+            cut = np.r_[True, sorted_conf[1:] < sorted_conf[:-1], True] if len(order) else np.array([True])
+            lower = np.where(k_at > 0, wilson_lower(h_at, np.maximum(k_at, 1), z), 1.0)
             ok_cut = np.flatnonzero((lower >= target_accuracy) & cut)
-            if len(ok_cut):
-                j = int(ok_cut[-1])
-                feasible = True
-            else:  # not even the earlier stages alone keep the target: this combination is out
-                j, feasible = 0, False
+            if not len(ok_cut):  # not even the earlier stages alone keep the target
+                return None
+            j = int(ok_cut[-1])
             last_t = float(sorted_conf[j - 1]) if j > 0 else ANSWER_NOTHING
             h, k = int(h_at[j]), int(k_at[j])
-        if not feasible:
-            continue
-        shares.append(j / n)
-        candidates.append((k / n, cost, list(combo) + [last_t], shares, reach, h, k))
+        return (k / n, cost, [float(t) for t in combo] + [last_t], [*shares, j / n], reach, h, k)
+
+    def choose(found: list[tuple]) -> tuple:
+        top = max(c[0] for c in found)
+        near = [c for c in found if c[0] >= top - coverage_tolerance]
+        return min(near, key=lambda c: (round(c[1], 12), -c[0]))
+
+    step = 1.0 / max(grid - 1, 1)
+    coarse = [levels_grid(c, np.linspace(0.0, 1.0, grid)) for c in conf[:-1]]
+    candidates = [c for c in map(evaluate, itertools.product(*coarse)) if c is not None]
+    if candidates and S > 1:
+        # Refine around the best: the quantile grid is coarse, and a cheap stage cut a step too high hands
+        # records to an expensive one for nothing.
+        first = choose(candidates)
+        fine = []
+        for s, c in enumerate(conf[:-1]):
+            t = first[2][s]
+            level = float((c < t).mean()) if t <= 1.0 else 1.0
+            fine.append(levels_grid(c, np.linspace(level - step, level + step, grid)))
+        candidates += [c for c in map(evaluate, itertools.product(*fine)) if c is not None]
+    candidates = [c for c in candidates if c[6] > 0]  # answering nothing is no plan: it is the fallback below
     if not candidates:  # nothing keeps the target: send everything to people (or, without deferral, the last stage)
         thresholds = [ANSWER_NOTHING] * (S - 1) + ([ANSWER_NOTHING] if defer else [0.0])
         k = 0 if defer else n
@@ -204,10 +216,7 @@ def search_thresholds(
                   + ("every record goes to review" if defer else f"the last stage answers all at {h / n:.1%}")),
             stage_costs=[float(c) for c in costs],
         )
-    top = max(c[0] for c in candidates)
-    near = [c for c in candidates if c[0] >= top - coverage_tolerance]
-    best = min(near, key=lambda c: (round(c[1], 12), -c[0]))
-    coverage, cost, thresholds, shares, reach, h, k = best
+    coverage, cost, thresholds, shares, reach, h, k = choose(candidates)
     return CascadePlan(
         thresholds=[float(t) for t in thresholds], target_accuracy=target_accuracy, feasible=True, n=n, coverage=float(coverage),
         answered_accuracy=h / k if k else None, accuracy_lower=float(wilson_lower(h, k, z)) if k else None,
@@ -347,6 +356,7 @@ class CascadeEngine(Engine):
             k = min(len(held), int(self.expensive_sample))
             held = np.sort(rng.choice(held, size=k, replace=False))
         oof = np.zeros((S, len(held), len(classes)))
+        refused = np.zeros((S, len(held)), dtype=bool)  # an LLM that gave no valid code never answers
         seconds = np.zeros(S)
         stage_costs = np.zeros(S)
         shortlists: list[list[str]] | None = None
@@ -355,6 +365,7 @@ class CascadeEngine(Engine):
             if expensive[s]:
                 raw, secs, answers = self._fit_predict(name, params, texts, labels, held, shortlists)
                 oof[s] = raw
+                refused[s] = [a.category == ABSTAIN for a in answers]
                 seconds[s] = secs
                 stage_costs[s] = float(np.mean([self._answer_cost(prices, a, secs) for a in answers])) if answers else secs * prices.serve_cpu_per_hour / 3600
             else:
@@ -377,8 +388,9 @@ class CascadeEngine(Engine):
         y_held = y[held]
         temps = [fit_temperature(oof[s], y_held) for s in range(S)]
         calibrated = [softmax(np.log(np.clip(oof[s], 1e-12, 1.0)), t) for s, t in zip(range(S), temps)]
-        conf = [c.max(axis=1) for c in calibrated]
-        correct = [c.argmax(axis=1) == y_held for c in calibrated]
+        # A refusal is counted as a wrong answer at confidence 0: conservative (at predict time it is never answered).
+        conf = [np.where(refused[s], 0.0, c.max(axis=1)) for s, c in enumerate(calibrated)]
+        correct = [(c.argmax(axis=1) == y_held) & ~refused[s] for s, c in enumerate(calibrated)]
         target = float(self.target_accuracy)
         z = _z(self.confidence_level)
         if not self.defer and self.max_drop is not None:
@@ -448,9 +460,11 @@ class CascadeEngine(Engine):
             raw, answers = self._stage_proba(stage, sub, shortlists)
             cal = softmax(np.log(np.clip(raw, 1e-12, 1.0)), float(self.temperatures_[s]))
             conf = cal.max(axis=1)
+            refused = np.zeros(len(remaining), dtype=bool)
             if answers is not None:
-                # An LLM that gave no valid code, or chose NONE, did not answer.
-                conf = np.where([a.category == ABSTAIN for a in answers], 0.0, conf)
+                # An LLM that gave no valid code, or chose NONE, did not answer, whatever the threshold.
+                refused = np.array([a.category == ABSTAIN for a in answers], dtype=bool)
+                conf = np.where(refused, 0.0, conf)
                 for j, i in enumerate(remaining):
                     out.costs[i] += self._answer_cost(prices, answers[j], self.stage_seconds_[s])
                     out.extras[i].update({k: v for k, v in answers[j].extra.items() if k != "routed"})
@@ -461,7 +475,7 @@ class CascadeEngine(Engine):
                     out.extras[i]["shortlist"] = list(shortlists[j])
             out.proba[remaining] = cal
             out.confidence[remaining] = conf
-            take = np.ones(len(remaining), dtype=bool) if (s == last and not self.defer) else conf >= thresholds[s]
+            take = ~refused & (True if (s == last and not self.defer) else conf >= thresholds[s])
             out.stage[remaining[take]] = s
             if evidence:
                 for j in np.flatnonzero(take):
