@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from taxonomist.cli import main
-
+from ..test_cli_records import cli
 from ..test_import import write_denials_csv
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
@@ -20,15 +19,12 @@ NAME, MEMBER = "Zqxjroe", "W739105528"
 PLANTED = 3  # records carrying the marker, as in the probe
 
 
-def _cli(*args: str) -> int:
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+def test_a_planted_marker_reaches_no_file_but_the_store_and_retrieval_models(tmp_path, monkeypatch, capsys, tally):
+    def _cli(*args: str) -> int:
+        code, _, err = cli(capsys, *args)
+        assert code == 0, err
+        return code
 
-
-def test_a_planted_marker_reaches_no_file_but_the_store_and_retrieval_models(tmp_path, monkeypatch, tally):
     home = tmp_path / "home"
     monkeypatch.setenv("TAXONOMIST_HOME", str(home))
     work = tmp_path / "work"
