@@ -427,3 +427,41 @@ def test_keys_cli_create_list_revoke(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert exit_.value.code == 1 and "role 'boss' is unknown" in capsys.readouterr().err
     main(["keys", "list", "--db", db, "--json"])
     assert json.loads(capsys.readouterr().out)[0]["revoked_at"] is not None
+
+
+# ----- the web pages without a browser (tests/test_web.py drives them in chromium) ---------------------------
+def _sign_in(client, role: str):
+    import re
+
+    page = client.get("/ui/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    return client.post("/ui/login", data={"key": client.keys[role], "csrf": csrf}, follow_redirects=False)
+
+
+def test_web_sign_in_sessions_and_csrf(client) -> None:
+    import re
+
+    assert client.get("/ui/queue", follow_redirects=False).headers["location"] == "/ui/login"
+    r = _sign_in(client, "classifier")
+    assert r.headers["location"] == "/ui/login?error=role" and "tx_session" not in r.headers.get("set-cookie", "")
+    r = client.post("/ui/login", data={"key": client.keys["reviewer"], "csrf": "forged"}, follow_redirects=False)
+    assert r.headers["location"] == "/ui/login?error=expired"
+    r = _sign_in(client, "reviewer")
+    cookie = r.headers["set-cookie"]
+    assert "tx_session=" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+    page = client.get("/ui/review/next")
+    assert page.status_code == 200 and 'id="review-form"' in page.text
+    rid = str(page.url).rsplit("/", 1)[1]
+    record = next(iter(client.app.state.service.store.records([rid])))
+    assert record.text in page.text and "CARC " + record.fields["carc"] in page.text
+    for path in ("/ui/queue", "/ui/taxonomy", "/ui/dashboard"):
+        assert client.get(path).status_code == 200
+    assert "<svg" in client.get("/ui/dashboard").text
+    r = client.post(f"/ui/review/{rid}", data={"csrf": "forged", "action": "skip"}, follow_redirects=False)
+    assert r.status_code == 403 and record.text not in r.text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    r = client.post(f"/ui/review/{rid}", data={"csrf": csrf, "action": "skip"}, follow_redirects=False)
+    assert r.status_code == 303 and all(i["record_id"] != rid for i in client.app.state.service.store.review_queue())
+    r = client.post("/ui/undo", data={"csrf": csrf}, follow_redirects=False)
+    assert r.headers["location"] == f"/ui/review/{rid}"
+    assert any(i["record_id"] == rid for i in client.app.state.service.store.review_queue())

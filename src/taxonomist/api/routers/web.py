@@ -12,7 +12,7 @@ import secrets
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Form, Request
+from fastapi import APIRouter, FastAPI, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -58,7 +58,7 @@ def _to_login() -> RedirectResponse:
 
 def _check_csrf(session: Session, token: str) -> None:
     if not secrets.compare_digest(session.csrf, token or ""):
-        raise NotFound("the form is out of date (CSRF token mismatch); reload the page and try again")
+        raise HTTPException(403, "the form is out of date (CSRF token mismatch); reload the page and try again")
 
 
 def _page(request: Request, name: str, session: Session | None, **context: Any) -> HTMLResponse:
@@ -168,7 +168,12 @@ def _record_context(state: ServiceState, record_id: str) -> dict[str, Any]:
     suggested = next((i["suggested"] for i in items if i.get("suggested")), None)
     if suggested is None and prediction is not None:
         suggested = prediction.category if not prediction.abstained else None
-    examples = [e for e in (prediction.evidence if prediction is not None else ()) if e.kind == "example"]
+    evidence = [e for e in (prediction.evidence if prediction is not None else ()) if e.kind == "example"]
+    stored = {r.id: r for r in store.records([e.ref for e in evidence])}
+    # The index keeps the label it was given; the store's current label is shown beside it when they differ.
+    examples = [{"ref": e.ref, "category": e.category, "score": e.score,
+                 "text": e.text or (stored[e.ref].text if e.ref in stored else ""),
+                 "label": stored[e.ref].label if e.ref in stored else None} for e in evidence]
     categories = [{"code": c.code, "name": c.name, "group": c.group} for c in (tax.active_categories if tax else ())]
     history = store.label_history(record_id)
     return {
