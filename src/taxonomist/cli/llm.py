@@ -121,36 +121,35 @@ def llm_ping(
     import threading
     import time
 
-    from ..engines.llm import _parse
     from ..errors import BackendError
-    from ..llm.backends import ChatRequest, LlamaCppBackend, OpenAICompatibleBackend, RetryPolicy
 
-    if backend == "llamacpp":
-        make = lambda: LlamaCppBackend(model_path=model)  # noqa: E731
-        where = f"the model {model or 'SmolLM2 (default)'}"
-    elif backend == "openai":
-        if not base_url or not model:
-            raise EngineError("--backend openai needs --base-url and --model")
-        # Each try may take the whole budget; the deadline below bounds them all together.
-        make = lambda: OpenAICompatibleBackend(  # noqa: E731
-            base_url=base_url, model=model, api_key_env=api_key_env, structured=structured, timeout_s=timeout,
-            retry=RetryPolicy(max_retries=2, base_s=0.25, max_s=max(0.25, timeout / 4)),
-        )
-        where = base_url
-    else:
+    if backend not in ("llamacpp", "openai"):
         raise EngineError(f"--backend '{backend}' is not known; use llamacpp or openai")
+    if backend == "openai" and (not base_url or not model):
+        raise EngineError("--backend openai needs --base-url and --model")
+    where = base_url if backend == "openai" else f"the model {model or 'SmolLM2 (default)'}"
     choices = ("yes", "no")
-    request = ChatRequest(
-        messages=({"role": "system", "content": "Answer yes or no."}, {"role": "user", "content": "Is the sky blue?"}),
-        choices=choices,
-    )
     outcome: dict = {}
 
     def ping() -> None:
+        # Everything slow (imports, model load, retries, the tokenizer probe) runs here, under the deadline.
         try:
-            b = make()
+            from ..engines.llm import _parse
+            from ..llm.backends import ChatRequest, LlamaCppBackend, OpenAICompatibleBackend, RetryPolicy
+
+            if backend == "llamacpp":
+                b = LlamaCppBackend(model_path=model)
+            else:  # each try may take the whole budget; the deadline below bounds them all together
+                b = OpenAICompatibleBackend(
+                    base_url=base_url, model=model, api_key_env=api_key_env, structured=structured, timeout_s=timeout,
+                    retry=RetryPolicy(max_retries=2, base_s=0.25, max_s=max(0.25, timeout / 4)),
+                )
             try:
-                outcome["response"] = b.complete(request)
+                outcome["response"] = r = b.complete(ChatRequest(
+                    messages=({"role": "system", "content": "Answer yes or no."}, {"role": "user", "content": "Is the sky blue?"}),
+                    choices=choices,
+                ))
+                outcome["chosen"] = _parse(r.text, choices)
                 outcome["tokens"] = b.count_tokens("Is the sky blue?")
             finally:
                 b.close()
@@ -166,9 +165,8 @@ def llm_ping(
         raise BackendError(f"{where}: no answer within --timeout {timeout:g} s; is the server up and the model loaded?")
     if "error" in outcome:
         raise outcome["error"]
-    r = outcome["response"]
+    r, chosen = outcome["response"], outcome["chosen"]
     _, exact = outcome["tokens"]
-    chosen = _parse(r.text, choices)
     if chosen is None:
         shown = r.text if len(r.text) <= 40 else r.text[:37] + "..."
         raise BackendError(
