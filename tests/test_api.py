@@ -465,3 +465,21 @@ def test_web_sign_in_sessions_and_csrf(client) -> None:
     r = client.post("/ui/undo", data={"csrf": csrf}, follow_redirects=False)
     assert r.headers["location"] == f"/ui/review/{rid}"
     assert any(i["record_id"] == rid for i in client.app.state.service.store.review_queue())
+
+
+# ----- a real server under load (the short version of benchmarks/api_load.py) -----------------------------
+def test_short_load_on_a_real_server_has_no_errors(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "load.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "api_load.py"), "--engines", "tfidf", "--calls", "150",
+         "--clients", "10", "--records", "1300", "--labelled", "1000", "--json", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert out.exists(), proc.stderr[-2000:]
+    runs = json.loads(out.read_text())["runs"]
+    assert [(r["micro_batching"], r["calls"]) for r in runs] == [(True, 150), (False, 150)]
+    assert all(r["errors"] == 0 and not r["text_in_server_log"] for r in runs), runs
+    assert proc.returncode == 0

@@ -26,5 +26,7 @@ def readyz(state: State) -> JSONResponse:
     checks["model"] = state.model.model_id if state.model is not None else False
     if state.model is None:
         checks["model_error"] = state.model_error or "no model configured"
+    if state.batcher is not None:  # how well micro-batching gathers: classified records per model call
+        checks["model_calls"], checks["classified"] = state.batcher.batches, state.batcher.items
     ready = bool(checks["store"]) and state.model is not None
     return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503)
