@@ -266,3 +266,27 @@ def test_cli_train_cascade_prints_thresholds_shares_people_accuracy_and_cost(tmp
     assert "held_out" in printed and printed["records"] == len(TRAIN[0])  # cross-fitted: nothing held back
     assert "left to people" in captured.err and "per 1,000 records" in captured.err
     assert load_engine(out).plan_.target_accuracy == 0.8
+
+
+def test_compare_evaluates_the_cascade_at_each_target_against_its_stages_alone(tmp_path):
+    from taxonomist.compare import EngineSpec, Settings, load_dataset, run_compare
+
+    from .test_engine_contract import DATA
+
+    (tmp_path / "b77.csv").write_text((DATA / "banking77_small_train.csv").read_text())
+    data = load_dataset(tmp_path / "b77.csv")
+    spec = EngineSpec("cascade", params={"stages": ["tfidf", "knn"], "folds": 3}, ks=("all",))
+    results = run_compare(data, None, [EngineSpec("tfidf"), spec], out_dir=tmp_path / "out",
+                          settings=Settings(seeds=1, ks=(5, "all"), latency_items=5, throughput_items=20))
+    [casc] = results["cascade"]
+    assert casc["stages"] == ["tfidf", "knn"] and [t["target"] for t in casc["targets"]] == [0.90, 0.93, 0.95, 0.97, 0.99]
+    for t in casc["targets"]:
+        assert sum(t["stage_shares"].values()) + t["to_people"] == pytest.approx(1.0)
+        assert set(t["singles"]) == {"tfidf", "knn"}
+        # the cascade answers at least as much as its cheap stage alone at the same promise
+        assert 1 - t["to_people"] >= t["singles"]["tfidf"]["coverage"] - 0.05
+        assert t["cost_per_1000"] >= t["singles"]["tfidf"]["cost_per_1000"] - 1e-12
+    shares = [1 - t["to_people"] for t in casc["targets"]]
+    assert shares[0] >= shares[-1]
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "Cheap first, expensive when unsure" in html and "knn alone" in html

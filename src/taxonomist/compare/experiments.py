@@ -110,7 +110,7 @@ class Settings:
     network_history: int = 3000
     latency_items: int = 50
     throughput_items: int = 1000
-    cascade_share: float = 0.2
+    cascade_targets: tuple[float, ...] = (0.90, 0.93, 0.95, 0.97, 0.99)
     split_seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -820,27 +820,51 @@ class Comparison:
 
     # ----- the combination ------------------------------------------------------------
     def cascade(self) -> list[dict[str, Any]]:
-        """Trained engine first; its least confident share goes to a retrieval/RAG engine (on their common records)."""
+        """Cheap first, expensive when unsure: every `cascade` engine of the comparison, for each target accuracy.
+
+        The cascade fitted with all examples (the learning curve's k=all, seed 0) runs each of its stages on the
+        test records once; at each target it routes them with the thresholds its search chooses on its
+        cross-fitted records, and each stage alone, as a single engine, answers what clears its own threshold for
+        that target (the same search, one stage). Reported on the same records: the share each stage answers,
+        the share left to people, accuracy on answered records and cost per 1,000 records.
+        """
+        from ..engines.cascade import search_thresholds
+
         out = []
-        share = self.settings.cascade_share
-        for t in (s for s in self.specs if s.family == "trained"):
-            for r in (s for s in self.specs if s.family == "retrieval"):
-                rt = self.log.select(experiment="learning_curve", engine=t.display, k=ALL, seed=0)
-                rr = self.log.select(experiment="learning_curve", engine=r.display, k=ALL, seed=0)
-                if not rt or not rr:
-                    continue
-                n = min(rt[0].n, rr[0].n)
-                a, b = rt[0].head(n), rr[0].head(n)
-                order = np.argsort(a.confidence, kind="stable")
-                send = np.zeros(n, dtype=bool)
-                send[order[: int(round(share * n))]] = True
-                combined = np.where(send, b.y_pred, a.y_pred)
-                out.append({
-                    "trained": t.display, "retrieval": r.display, "n": n, "share_sent": float(send.mean()),
-                    "accuracy_trained": float((a.y_pred == a.y_true).mean()), "accuracy_retrieval": float((b.y_pred == b.y_true).mean()),
-                    "accuracy_combined": float((combined == a.y_true).mean()),
-                    "run_trained": a.run_id, "run_retrieval": b.run_id,
-                })
+        for spec in (s for s in self.specs if s.name == "cascade"):
+            idx, capped = self._cap(self.pool, spec.max_train, 0) if spec.max_train else (self.pool, False)
+            fitted = self._fit(spec, idx, seed=0, capped=capped)
+            engine = fitted.engine
+            test = self._test_for(spec, self.test)
+            truth = self.data.labels[test]
+            outputs = engine.stage_outputs(self.data.texts[test].tolist())
+            oof = engine.oof_
+            names = list(engine.stage_names_)
+            rows = []
+            for target in self.settings.cascade_targets:
+                plan = engine.plan_at(target)
+                routed = engine.routed_at(outputs, plan.thresholds)
+                answered = routed["stage"] >= 0
+                row: dict[str, Any] = {
+                    "target": target, "n": int(len(test)), "feasible": plan.feasible,
+                    "stage_shares": {nm: float((routed["stage"] == s).mean()) for s, nm in enumerate(names)},
+                    "to_people": float((~answered).mean()),
+                    "answered_accuracy": float((routed["category"][answered] == truth[answered]).mean()) if answered.any() else None,
+                    "cost_per_1000": float(routed["cost"].mean() * 1000),
+                    "singles": {},
+                }
+                for s, nm in enumerate(names):
+                    alone = search_thresholds([oof["confidence"][s]], [oof["correct"][s]], [oof["costs"][s]],
+                                              target_accuracy=target, z=oof["z"], defer=True)
+                    take = outputs[s]["confidence"] >= alone.thresholds[0]
+                    row["singles"][nm] = {
+                        "coverage": float(take.mean()),
+                        "answered_accuracy": float((outputs[s]["category"][take] == truth[take]).mean()) if take.any() else None,
+                        "cost_per_1000": float(outputs[s]["cost"].mean() * 1000),
+                    }
+                rows.append(row)
+            out.append({"engine": spec.display, "stages": names, "model_id": fitted.model_id, "n_train": fitted.n_train,
+                        "targets": rows})
         return out
 
 

@@ -239,8 +239,6 @@ def _recommendation(results: dict[str, Any], trained: list[str], retrieval: list
     solid = [r for r in retrieval if any(p["k"] == "all" and p["n_test"] >= 50 for p in curves.get(r, []))]
     bt_r = _best(curves, solid)
     parts = []
-    casc = [c for c in results.get("cascade", []) if c["n"] >= 50]  # fewer records cannot carry a recommendation
-    best_casc = max(casc, key=lambda c: c["accuracy_combined"] - max(c["accuracy_trained"], c["accuracy_retrieval"]), default=None)
     if bt_t and bt_r:
         t, pt = bt_t
         r, pr = bt_r
@@ -249,12 +247,7 @@ def _recommendation(results: dict[str, Any], trained: list[str], retrieval: list
         if common:  # the same records for both
             pt, pr = {**pt, "accuracy": common["trained"]}, {**pr, "accuracy": common["retrieval"]}
         gap = pt["accuracy"] - pr["accuracy"]
-        if best_casc and best_casc["accuracy_combined"] > max(best_casc["accuracy_trained"], best_casc["accuracy_retrieval"]) + 0.005:
-            c = best_casc
-            parts.append(f"Combine them: run {c['trained']} on every record and send its least confident {pct(c['share_sent'])} to "
-                         f"{c['retrieval']}; on {c['n']} records this scores {pct(c['accuracy_combined'])} against "
-                         f"{pct(c['accuracy_trained'])} and {pct(c['accuracy_retrieval'])} alone.")
-        elif gap >= 0:
+        if gap >= 0:
             parts.append(f"Train: {t} is {pts(gap)} more accurate than {r} with all examples ({pct(pt['accuracy'])} vs {pct(pr['accuracy'])}"
                          + (f" on the {common['n']} records both answered" if common else "") + ").")
         else:
@@ -293,6 +286,9 @@ def _recommendation(results: dict[str, Any], trained: list[str], retrieval: list
                 parts.append(f"On cost, self-hosting {bt_t[0]} beats a hosted LLM with RAG above {volume(v)} items a month "
                              f"({money(mine['fixed_per_month'])}/month fixed + {money(mine['per_item'] * 1000)} per 1,000 items vs "
                              f"{money(api['per_item'] * 1000)} per 1,000 items).")
+    cheap_first = _cascade_sentence(results)
+    if cheap_first:
+        parts.append(cheap_first)
     return " ".join(parts) or "Not enough engines ran to recommend."
 
 
@@ -441,9 +437,42 @@ def _sections(results: dict[str, Any]) -> list[tuple[str, list[str], list[tuple[
             tables.append(_table([f"{e}: true", "predicted", "count"], rows))
         out.append(("Top confusions", [], tables[:3]))
     if results.get("cascade"):
-        rows = [[c["trained"], c["retrieval"], c["n"], pct(c["share_sent"]), pct(c["accuracy_trained"]), pct(c["accuracy_retrieval"]), pct(c["accuracy_combined"])] for c in results["cascade"]]
-        out.append(("Combining them", [], [_table(["trained", "retrieval", "records", "sent to retrieval", "trained alone", "retrieval alone", "combined"], rows)]))
+        out.append(("Cheap first, expensive when unsure", [], [_cascade_table(c) for c in results["cascade"]]))
     return out
+
+
+def _cascade_table(c: dict[str, Any]) -> tuple[str, str]:
+    """Per target: the share each stage answers, the share to people, accuracy and cost, then each stage alone."""
+    def acc(v: float | None) -> str:
+        return pct(v) if v is not None else "-"
+
+    names = c["stages"]
+    rows = []
+    for t in c["targets"]:
+        rows.append([pct(t["target"]), c["engine"], *[pct(t["stage_shares"][nm]) for nm in names], pct(t["to_people"]),
+                     acc(t["answered_accuracy"]), f"${t['cost_per_1000']:.4f}"])
+        for nm in names:
+            a = t["singles"][nm]
+            rows.append(["", f"{nm} alone", *[pct(a["coverage"]) if x == nm else "" for x in names], pct(1 - a["coverage"]),
+                         acc(a["answered_accuracy"]), f"${a['cost_per_1000']:.4f}"])
+    n = c["targets"][0]["n"] if c["targets"] else 0
+    return _table(["target", f"engine ({n} records)", *[f"answered by {nm}" for nm in names], "to people",
+                   "accuracy on answered", "cost / 1,000"], rows)
+
+
+def _cascade_sentence(results: dict[str, Any]) -> str | None:
+    """At a 95% promise: does the cascade answer more records automatically than its best stage alone?"""
+    for c in results.get("cascade") or []:
+        t = next((t for t in c["targets"] if abs(t["target"] - 0.95) < 1e-9 and t["n"] >= 50), None)
+        if t is None:
+            continue
+        answered = 1 - t["to_people"]
+        best, a = max(t["singles"].items(), key=lambda kv: kv[1]["coverage"])
+        if answered > a["coverage"] + 0.005:
+            return (f"Cheap first, expensive when unsure: promising 95% accuracy on what is answered, {c['engine']} "
+                    f"({' -> '.join(c['stages'])}) answers {pct(answered)} of records automatically against {pct(a['coverage'])} "
+                    f"for {best} alone, at ${t['cost_per_1000']:.4f} per 1,000 records.")
+    return None
 
 
 def _fmt_head(item: dict[str, Any]) -> str:

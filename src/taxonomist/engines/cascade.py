@@ -572,6 +572,47 @@ class CascadeEngine(Engine):
                                  z=oof["z"], defer=bool(self.defer), grid=int(self.grid),
                                  coverage_tolerance=float(self.coverage_tolerance))
 
+    def stage_outputs(self, texts: Sequence[str]) -> list[dict[str, np.ndarray]]:
+        """Every stage's answer for every text (for evaluation at many targets without predicting again).
+
+        Per stage: `confidence` (calibrated; 0 where an LLM refused), `category` (its top class) and `cost`
+        (dollars per record). Each stage gets the shortlist of the stage before it, as in routing.
+        """
+        self._check_fitted()
+        texts = _as_texts(texts)
+        prices = self._price_table()
+        out = []
+        shortlists: list[list[str]] | None = None
+        k = max(1, int(self.shortlist_k))
+        for s, stage in enumerate(self.stages_):
+            raw, answers = self._stage_proba(stage, texts, shortlists)
+            cal = softmax(np.log(np.clip(raw, 1e-12, 1.0)), float(self.temperatures_[s]))
+            conf = cal.max(axis=1)
+            if answers is not None:
+                conf = np.where([a.category == ABSTAIN for a in answers], 0.0, conf)
+                cost = np.array([self._answer_cost(prices, a, self.stage_seconds_[s]) for a in answers])
+            else:
+                cost = np.full(len(texts), self.stage_costs_[s])
+            out.append({"confidence": conf, "category": self.classes_[cal.argmax(axis=1)], "cost": cost})
+            shortlists = [[str(self.classes_[c]) for c in np.argsort(-row, kind="stable")[:k]] for row in cal]
+        return out
+
+    def routed_at(self, outputs: list[dict[str, np.ndarray]], thresholds: Sequence[float]) -> dict[str, np.ndarray]:
+        """Routing of `stage_outputs` at `thresholds`: the answering stage (-1: people), the category and the cost."""
+        n = len(outputs[0]["confidence"])
+        stage = np.full(n, -1)
+        cost = np.zeros(n)
+        category = np.full(n, ABSTAIN, dtype=object)
+        remaining = np.ones(n, dtype=bool)
+        last = len(outputs) - 1
+        for s, (o, t) in enumerate(zip(outputs, thresholds)):
+            cost[remaining] += o["cost"][remaining]
+            take = remaining & (o["confidence"] > 0 if (s == last and not self.defer) else o["confidence"] >= t)
+            stage[take] = s
+            category[take] = o["category"][take]
+            remaining &= ~take
+        return {"stage": stage, "category": category, "cost": cost}
+
     def summary(self) -> dict[str, Any]:
         """What training chose: thresholds, share per stage, share to people, accuracy, cost per 1,000 (held-out)."""
         self._check_fitted()
