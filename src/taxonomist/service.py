@@ -136,7 +136,7 @@ class TrainResult:
     held_out: int = 0
     calibration: dict[str, Any] = field(default_factory=dict)
     registered: bool = False
-    dropped: dict[str, int] = field(default_factory=dict)  # labels not active in the taxonomy: {label: rows}
+    calibration_method: str = ""
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -152,6 +152,7 @@ def train(
     taxonomy_path: str | Path | None = None,
     params: dict[str, Any] | None = None,
     calibrate: float = 0.0,
+    calibrate_folds: int = 0,
     target_accuracy: float | None = None,
     policy: str = "answered",
     confidence_level: float = 0.95,
@@ -167,6 +168,10 @@ def train(
     store, or train from it with `--db`); nothing is dropped silently.
     With `target_accuracy`, `calibrate` defaults to 0.1 and the threshold is
     chosen under `policy` (see `engines.calibration.choose_threshold`).
+    `calibrate_folds=K` instead calibrates on out-of-fold probabilities of every
+    record (K extra fits; the model itself is fitted on all of them): a
+    threshold chosen on thousands of rows rather than a 10% hold-out promises
+    the same accuracy at a larger coverage.
     """
     from .engines import create_engine
     from .engines.calibration import calibrate as fit_calibration
@@ -223,15 +228,25 @@ def train(
     result = TrainResult(
         model_id="", engine=engine_name, out=str(out), records=len(fit_records), classes=len(model.classes_),
         train_seconds=round(float(model.train_seconds_), 2), taxonomy_version=str(getattr(model, "taxonomy_version_", "") or ""),
-        held_out=len(held),
+        held_out=len(held), calibration_method="hold-out" if held else "",
     )
-    if held:
-        cal = fit_calibration(
-            model, [r.text for r in held], [r.label for r in held],
-            threshold="auto" if target_accuracy is not None else None,
-            min_accuracy=target_accuracy if target_accuracy is not None else 0.95,
-            confidence_level=confidence_level, policy=policy,
-        )
+    cal = None
+    cal_args = dict(threshold="auto" if target_accuracy is not None else None,
+                    min_accuracy=target_accuracy if target_accuracy is not None else 0.95,
+                    confidence_level=confidence_level, policy=policy)
+    if calibrate_folds >= 2:
+        from .engines.calibration import calibrate_from_proba, out_of_fold_proba
+
+        say(f"cross-fitting {calibrate_folds} folds for calibration (every record scored by a model that did not see it)")
+        oof = out_of_fold_proba(lambda: create_engine(engine_name, **model.get_params()), [r.text for r in records],
+                                [r.label for r in records], folds=calibrate_folds, seed=seed, classes=model.classes_,
+                                on_fold=lambda k, n: say(f"fold {k}/{n} done"))
+        cal = calibrate_from_proba(model, oof, [r.label for r in records], **cal_args)
+        result.held_out = len(records)
+        result.calibration_method = f"{calibrate_folds}-fold cross-fitting"
+    elif held:
+        cal = fit_calibration(model, [r.text for r in held], [r.label for r in held], **cal_args)
+    if cal is not None:
         result.calibration = {
             "temperature": round(cal.temperature, 4), "ece_before": round(cal.ece_before or 0.0, 4),
             "ece_after": round(cal.ece_after or 0.0, 4), "threshold": cal.threshold, "policy": cal.policy,

@@ -109,6 +109,11 @@ def train(
         typer.Option("--calibrate", help="Hold out this share of each category to fit a temperature and threshold "
                      "(default 0.1 with --target-accuracy, else 0: none)."),
     ] = 0.0,
+    calibrate_folds: Annotated[
+        int,
+        typer.Option("--calibrate-folds", min=0, help="Calibrate on out-of-fold predictions of every record instead of a "
+                     "hold-out (K extra fits): a larger share answered at the same promise. 0: hold-out."),
+    ] = 0,
     target_accuracy: Annotated[
         Optional[float],
         typer.Option("--target-accuracy", "--abstain-accuracy", min=0.0, max=1.0,
@@ -161,7 +166,7 @@ def train(
             result = service.train(
                 engine, records, out=out, taxonomy=tax, taxonomy_path=taxonomy,
                 params={**_params(param), **({"stages": [s.strip() for s in stages.split(",") if s.strip()]} if stages else {})},
-                calibrate=calibrate, target_accuracy=target_accuracy, policy=abstain_policy,
+                calibrate=calibrate, calibrate_folds=calibrate_folds, target_accuracy=target_accuracy, policy=abstain_policy,
                 confidence_level=abstain_confidence, seed=seed, store=store, activate=activate,
                 say=lambda m: err_console.print(m, highlight=False, markup=False),
             )

@@ -36,8 +36,9 @@ from .base import Engine, Manifest, create_engine, load_engine, register_engine
 
 __all__ = ["LlmEngine", "LlmAnswer"]
 
+#: Loaded models are expensive (a GGUF in memory, a client pool): engines with the same settings share one.
+#: This is a resource cache only; responses, ledgers and budgets belong to each engine (see `_stack`).
 _SHARED_BACKENDS: dict[tuple, Any] = {}
-_SHARED_CACHE: Any = None
 _LOCK = threading.Lock()
 
 REPAIR_TEMPLATE = "That is not one of the allowed codes. Reply with exactly one of: {codes}."
@@ -54,16 +55,6 @@ class LlmAnswer:
     extra: dict[str, Any] = field(default_factory=dict)
     cost_usd: float = 0.0
     latency_ms: float = 0.0
-
-
-def _shared_cache() -> Any:
-    global _SHARED_CACHE
-    from ..llm.cache import MemoryResponseCache
-
-    with _LOCK:
-        if _SHARED_CACHE is None:
-            _SHARED_CACHE = MemoryResponseCache()
-        return _SHARED_CACHE
 
 
 @register_engine
@@ -199,7 +190,9 @@ class LlmEngine(Engine):
 
                 self._cache_obj = StoreResponseCache(Store.open(self.store))
             else:
-                self._cache_obj = _shared_cache()
+                from ..llm.cache import MemoryResponseCache
+
+                self._cache_obj = MemoryResponseCache()
         return self._cache_obj
 
     def _ledger(self) -> Any:
@@ -362,22 +355,22 @@ class LlmEngine(Engine):
         )
 
     # ----- asking ------------------------------------------------------------------------
+    def _stack(self) -> Any:
+        """The backend as this engine calls it: `CachedBackend(MeteredBackend(backend))`, built once per part."""
+        from ..llm.backends import CachedBackend, MeteredBackend
+
+        backend, cache, ledger, prices = self._backend(), self._cache(), self._ledger(), self._prices()
+        key = (id(backend), id(cache), id(ledger), id(prices))
+        if getattr(self, "_stack_key", None) != key:
+            stack = MeteredBackend(backend, ledger=ledger, prices=prices)
+            if cache is not None:
+                stack = CachedBackend(stack, cache=cache, on_hit=lambda hit: ledger.add(hit, 0.0))
+            self._stack_obj, self._stack_key = stack, key
+        return self._stack_obj
+
     def _ask(self, request: Any) -> Any:
-        backend = self._backend()
-        cache = self._cache()
-        key = request.key(backend.model_id, endpoint=getattr(backend, "endpoint", ""))
-        if cache is not None:
-            hit = cache.get(key)
-            if hit is not None:
-                self._ledger().add(hit, 0.0)
-                return hit, 0.0
-        self._ledger().check()
-        response = backend.complete(request)
-        cost = self._prices().price(backend.model_id).cost(response, backend.cpu_cores)
-        self._ledger().add(response, cost)
-        if cache is not None:
-            cache.put(key, backend.model_id, response)
-        return response, cost
+        response = self._stack().complete(request)
+        return response, (0.0 if response.from_cache else response.cost_usd)
 
     def _answer(self, text: str, scored: list[tuple[str, float]] | None = None) -> LlmAnswer:
         from ..llm.backends import ChatRequest

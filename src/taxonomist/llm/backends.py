@@ -46,6 +46,9 @@ __all__ = [
     "OpenAICompatibleBackend",
     "LlamaCppBackend",
     "RetryPolicy",
+    "WrappedBackend",
+    "MeteredBackend",
+    "CachedBackend",
     "default_gguf_path",
     "estimate_tokens",
 ]
@@ -132,6 +135,8 @@ class ChatResponse:
     constrained: bool = False
     retries: int = 0
     from_cache: bool = False
+    #: Dollars this call cost, set by `MeteredBackend` (never cached: a cache hit costs nothing).
+    cost_usd: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -736,3 +741,78 @@ def _first_choice(node: dict) -> str:
         node = node[next(iter(node))]
     return node[None]
 
+
+
+# ----- cross-cutting concerns wrap the seam (as httpx stacks transports) ------------------------
+class WrappedBackend(Backend):
+    """A backend around another one: everything but `complete` is the inner backend's."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+
+    @property
+    def model_id(self) -> str:  # type: ignore[override]
+        return self.inner.model_id
+
+    @property
+    def endpoint(self) -> str:  # type: ignore[override]
+        return getattr(self.inner, "endpoint", "")
+
+    @property
+    def max_concurrency(self) -> int:  # type: ignore[override]
+        return self.inner.max_concurrency
+
+    @property
+    def cpu_cores(self) -> float:  # type: ignore[override]
+        return self.inner.cpu_cores
+
+    def count_tokens(self, text: str) -> tuple[int, bool]:
+        return self.inner.count_tokens(text)
+
+    def count_chat_tokens(self, messages: Sequence[dict[str, str]]) -> tuple[int, bool]:
+        return self.inner.count_chat_tokens(messages)
+
+
+class MeteredBackend(WrappedBackend):
+    """Prices every call (`taxonomist.llm.accounting`), adds it to a `Ledger`, and stops between calls at its budget.
+
+    The ledger's `check()` raises `BudgetExceededError` before a call once the cap is reached, so a run keeps
+    what it has. The response carries its `cost_usd`.
+    """
+
+    def __init__(self, inner: Backend, *, ledger: Any, prices: Any) -> None:
+        super().__init__(inner)
+        self.ledger = ledger
+        self.prices = prices
+
+    def complete(self, request: ChatRequest) -> ChatResponse:
+        import dataclasses
+
+        self.ledger.check()
+        response = self.inner.complete(request)
+        cost = self.prices.price(self.inner.model_id).cost(response, self.inner.cpu_cores)
+        self.ledger.add(response, cost)
+        return dataclasses.replace(response, cost_usd=cost)
+
+
+class CachedBackend(WrappedBackend):
+    """Answers a request seen before from a response cache (`taxonomist.llm.cache`) without calling the model.
+
+    Keyed by `ChatRequest.key(model, endpoint=...)`; `on_hit(response)` lets a ledger count the hit.
+    """
+
+    def __init__(self, inner: Backend, *, cache: Any, on_hit: Callable[[ChatResponse], None] | None = None) -> None:
+        super().__init__(inner)
+        self.cache = cache
+        self.on_hit = on_hit
+
+    def complete(self, request: ChatRequest) -> ChatResponse:
+        key = request.key(self.inner.model_id, endpoint=getattr(self.inner, "endpoint", ""))
+        hit = self.cache.get(key)
+        if hit is not None:
+            if self.on_hit is not None:
+                self.on_hit(hit)
+            return hit
+        response = self.inner.complete(request)
+        self.cache.put(key, self.inner.model_id, response)
+        return response
