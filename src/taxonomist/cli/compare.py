@@ -15,8 +15,35 @@ __all__ = ["register"]
 
 
 @contextmanager
-def progress_callback() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
-    """A rich progress bar per experiment stage, as the `Comparison` progress hook."""
+def progress_callback(every: float = 10.0) -> Iterator[Callable[[str, int], Callable[[int], None]]]:
+    """The `Comparison` progress hook: a rich bar per stage on a terminal, else a line per stage and every ~10 s."""
+    if not err_console.is_terminal:
+        import time
+
+        start_all = time.monotonic()
+        last = [start_all]
+
+        def start_plain(description: str, total: int) -> Callable[[int], None]:
+            state = {"done": 0, "total": max(total, 1), "t0": time.monotonic()}
+            err_console.print(f"[{time.monotonic() - start_all:6.0f} s] {description}: {state['total']} step(s)",
+                              highlight=False, markup=False)
+
+            def advance(n: int = 1) -> None:
+                state["done"] += n
+                now = time.monotonic()
+                finished = state["done"] >= state["total"]
+                if finished or now - last[0] >= every:
+                    last[0] = now
+                    rate = state["done"] / max(now - state["t0"], 1e-9)
+                    left = (state["total"] - state["done"]) / rate if rate > 0 else 0.0
+                    eta = "done" if finished else f"about {left:.0f} s left"
+                    err_console.print(f"[{now - start_all:6.0f} s] {description}: {state['done']}/{state['total']}, {eta}",
+                                      highlight=False, markup=False)
+
+            return advance
+
+        yield start_plain
+        return
     with progress() as bar:
         def start(description: str, total: int) -> Callable[[int], None]:
             task = bar.add_task(description, total=max(total, 1))
