@@ -50,7 +50,16 @@ from ..errors import EngineError
 from ..prediction import Prediction, Reason
 from ..splits import stratified_folds, stratified_split
 from ..taxonomy import ABSTAIN
-from .base import ENGINES, Engine, Manifest, _as_texts, _ensure_registered, create_engine, load_engine, register_engine
+from .base import (
+    ENGINES,
+    Engine,
+    Manifest,
+    _as_texts,
+    _ensure_registered,
+    create_engine,
+    load_engine,
+    register_engine,
+)
 from .calibration import ANSWER_NOTHING, fit_temperature, softmax, wilson_lower
 
 __all__ = ["CascadeEngine", "CascadePlan", "search_thresholds", "stage_specs"]
