@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import importlib.metadata
 import json
 import platform
@@ -412,8 +413,11 @@ class Engine(ClassifierMixin, BaseEstimator):
 
     def save(self, directory: str | Path) -> Path:
         self._check_fitted()
+        from .._private import DIR_MODE, FILE_MODE, private_dir
+
         d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
+        new_dir = not d.exists()
+        private_dir(d)
         self.saved_manifest_ = None
         extra = self._save_weights(d) or {}
         if getattr(self, "calibrator_", None) is not None:
@@ -421,6 +425,12 @@ class Engine(ClassifierMixin, BaseEstimator):
         manifest = self.manifest(**extra)
         manifest.files = _digests(d)
         manifest.write(d)
+        # Weights can hold record text (retriever points, vocabularies): owner only, like the store.
+        for rel in [*manifest.files, MANIFEST]:
+            os.chmod(d / rel, FILE_MODE)
+        if new_dir:
+            for sub in (p for p in d.rglob("*") if p.is_dir()):
+                os.chmod(sub, DIR_MODE)
         manifest.id = manifest.model_id
         self.saved_manifest_ = manifest
         return d
