@@ -125,6 +125,8 @@ ROUTES = [  # method, path, body, the least role that may call it
     ("get", "/v1/taxonomy/versions", None, "reviewer"),
     ("get", "/v1/stats", None, "reviewer"),
     ("post", "/v1/taxonomy/operations", {"op": "retire", "code": "J3", "dry_run": True}, "admin"),
+    ("get", "/v1/keys", None, "admin"),
+    ("post", "/v1/keys/not-a-key/revoke", None, "admin"),
 ]
 
 
@@ -147,6 +149,22 @@ def test_a_revoked_key_is_refused(client) -> None:
     with Store.open(client.db) as store:
         store.revoke_api_key("reviewer-1")
     assert client.get("/v1/stats", headers=h(client, "reviewer")).status_code == 401
+
+
+def test_admin_manages_keys_over_the_api(client) -> None:
+    r = client.post("/v1/keys", json={"role": "classifier", "name": "billing-system"}, headers=h(client, "admin"))
+    assert r.status_code == 201
+    made = r.json()
+    assert made["key"].startswith("tx_") and made["role"] == "classifier" and made["created_by"] == "admin-1"
+    listed = client.get("/v1/keys", headers=h(client, "admin")).json()
+    assert made["id"] in [k["id"] for k in listed] and made["key"] not in json.dumps(listed)
+    ok = client.post("/v1/classify", json={"records": [{"id": "K-1", "text": "CO-197"}]}, headers={"X-API-Key": made["key"]})
+    assert ok.status_code == 200
+    assert client.post(f"/v1/keys/{made['id']}/revoke", headers=h(client, "admin")).json()["revoked_at"]
+    gone = client.post("/v1/classify", json={"records": [{"id": "K-2", "text": "CO-197"}]}, headers={"X-API-Key": made["key"]})
+    assert gone.status_code == 401
+    bad = client.post("/v1/keys", json={"role": "root", "name": "x"}, headers=h(client, "admin"))
+    assert bad.status_code == 422
 
 
 # ----- classify ------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from .errors import install_error_handlers
-from .routers import classify, decisions, health, review, stats, taxonomy, web
+from .routers import classify, decisions, health, keys, review, stats, taxonomy, web
 from .settings import ApiSettings
 from .state import ServiceState
 
@@ -38,7 +38,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (classify, decisions, review, taxonomy, stats, health, web):
+    for module in (classify, decisions, review, taxonomy, stats, keys, health, web):
         app.include_router(module.router)
     web.mount_static(app)
     return app

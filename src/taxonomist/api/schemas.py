@@ -14,6 +14,7 @@ __all__ = [
     "RecordIn", "ClassifyRequest", "AlternativeOut", "EvidenceOut", "DecisionOut", "ClassifyResponse",
     "DecisionRow", "LabelRow", "AuditTrail", "ReviewItemOut", "ReviewQueue", "ReviewRequest", "ReviewResult",
     "UndoRequest", "TaxonomyVersionOut", "TaxonomyDiff", "OperationRequest", "OperationResult", "Health",
+    "KeyRequest", "KeyOut", "KeyCreated",
 ]
 
 
@@ -180,3 +181,22 @@ class OperationResult(BaseModel):
 class Health(BaseModel):
     status: str
     checks: dict[str, Any] = Field(default_factory=dict)
+
+
+class KeyRequest(_In):
+    role: Literal["classifier", "reviewer", "admin"]
+    name: str = Field(min_length=1, max_length=200, description="Who or what uses the key.")
+
+
+class KeyOut(BaseModel):
+    id: str
+    name: str
+    role: str
+    prefix: str
+    created: dt.datetime
+    created_by: str
+    revoked_at: dt.datetime | None
+
+
+class KeyCreated(KeyOut):
+    key: str = Field(description="The key itself: shown in this answer only.")
