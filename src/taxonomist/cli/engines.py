@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import json
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -14,6 +13,7 @@ from rich.table import Table
 from ..errors import EngineError, RecordError
 from ._console import console, err_console, reporter, resumable
 from .records import Create, Db
+from .records import parse_day as _day
 
 __all__ = ["register"]
 
@@ -33,15 +33,6 @@ def _engine_help() -> str:
     from ..engines.base import engine_classes
 
     return ", ".join(engine_classes())
-
-
-def _day(value: str | None, option: str) -> dt.date | None:
-    if value is None:
-        return None
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise RecordError(f"{option} '{value}' is not a date; use YYYY-MM-DD") from None
 
 
 def _read(path: Path, text_col: str, label_col: str | None, id_col: str | None, taxonomy=None, *, need_labels: bool):

@@ -14,7 +14,7 @@ from rich.table import Table
 from ..errors import RecordError
 from ._console import console, err_console, progress, resumable
 
-__all__ = ["register", "Db", "Who", "Create", "open_store"]
+__all__ = ["register", "Db", "Who", "Create", "open_store", "parse_day"]
 
 app = typer.Typer(help="Look at and correct the records in the store.", no_args_is_help=True)
 
@@ -181,7 +181,6 @@ def stats(
     as_json: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
 ) -> None:
     """Counts of records: labelled, by category, by source and by month."""
-    from ..store import Store
 
     with open_store(db) as store:
         s = store.stats()
@@ -303,13 +302,14 @@ def export_records(
 
     with open_store(db) as store:
         n = write_records(
-            store.records(labelled=labelled, since=_date(since, "--since"), until=_date(until, "--until"), source=source),
+            store.records(labelled=labelled, since=parse_day(since, "--since"), until=parse_day(until, "--until"), source=source),
             out,
         )
     console.print(f"wrote {n} record(s) to {out}")
 
 
-def _date(value: str | None, option: str):
+def parse_day(value: str | None, option: str):
+    """A --since/--until option as a date (None stays None); one clear line when it is not YYYY-MM-DD."""
     import datetime as dt
 
     if value is None:
