@@ -130,6 +130,54 @@ def cascade_shares(cascade, preds) -> dict:
             "stages": list(cascade.stage_names_), "train_summary": cascade.summary()}
 
 
+def stages_alone(cascade, test, target: float, dataset: str, n_train: int) -> list[dict]:
+    """Each stage as a single engine, its threshold chosen like the cascade's (same records, same search, one stage)."""
+    from taxonomist.engines.cascade import search_thresholds
+
+    oof = cascade.oof_
+    outputs = cascade.stage_outputs(test[0])
+    truth = np.asarray(test[1], dtype=object)
+    rows = []
+    for s, name in enumerate(cascade.stage_names_):
+        plan = search_thresholds([oof["confidence"][s]], [oof["correct"][s]], [oof["costs"][s]], target_accuracy=target,
+                                 z=oof["z"], defer=True)
+        take = outputs[s]["confidence"] >= plan.thresholds[0]
+        k, n = int(take.sum()), len(truth)
+        hits = int((outputs[s]["category"][take] == truth[take]).sum())
+        rows.append({"dataset": dataset, "engine": f"{name} (cross-fitted threshold)", "n_train": n_train, "n_test": n,
+                     "target_accuracy": target, "threshold": plan.thresholds[0], "coverage": round(k / n, 4),
+                     "coverage_ci95": interval(k, n), "answered_accuracy": round(hits / k, 4) if k else None,
+                     "answered_accuracy_ci95": interval(hits, k) if k else None, "accuracy_overall": round(hits / n, 4),
+                     "to_people": round(1 - k / n, 4), "accuracy": round(float((outputs[s]["category"] == truth).mean()), 4),
+                     "predict_per_second": None, "train_seconds": None})
+    return rows
+
+
+def llm_probe(cascade, train, test, n: int) -> dict:
+    """Would the local SmolLM2 help as a last stage? Its answers on records the cascade left to people."""
+    preds = cascade.predict_batch(test[0], evidence=False)
+    deferred = [i for i, p in enumerate(preds) if p.route == REVIEW][:n]
+    if not deferred:
+        return {"n": 0}
+    llm = create_engine("llm", n_examples=4, shortlist=5, max_prompt_tokens=1200, allow_none=False)
+    llm.fit(*train)
+    texts = [test[0][i] for i in deferred]
+    truth = np.asarray([test[1][i] for i in deferred], dtype=object)
+    start = time.perf_counter()
+    answers = llm.shortlisted_answers(texts, shortlists=[[a.category for a in preds[i].alternatives[:5]] for i in deferred])
+    seconds = (time.perf_counter() - start) / len(texts)
+    said = np.asarray([a.category for a in answers], dtype=object)
+    conf = np.asarray([a.confidence for a in answers])
+    surer = conf >= np.median(conf)
+    last = np.asarray([preds[i].alternatives[0].category for i in deferred], dtype=object)
+    hits = int((said == truth).sum())
+    return {"n": len(deferred), "llm_accuracy": hits / len(deferred), "llm_accuracy_ci95": interval(hits, len(deferred)),
+            "llm_accuracy_top_half": float((said[surer] == truth[surer]).mean()),
+            "last_stage_accuracy": float((last == truth).mean()), "seconds_per_record": seconds,
+            "shortlist_recall": float(np.mean([test[1][i] in [a.category for a in preds[i].alternatives[:5]] for i in deferred])),
+            "model": llm.base_model_}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", choices=["banking77", "clinc150"], default="banking77")
@@ -149,6 +197,9 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--time-sample", type=int, default=0, help="time on the first N test records only (0: all)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--llm-probe", type=int, default=0, metavar="N",
+                    help="review setting: ask the local SmolLM2 (llm engine, shortlist = the last stage's top 5) about N "
+                    "records the cascade left to people, and compare its accuracy there with the last stage's")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
 
@@ -229,16 +280,18 @@ def main(argv=None) -> int:
             row["params"] = params
         rows.append(row)
 
+    if review:  # each stage alone at the same target, by the cascade's own search on the same cross-fitted records
+        rows[-1:-1] = stages_alone(cascade, test, target, ds["name"], len(train[0]))
     best_single = max((r for r in rows if r["engine"] != "cascade"), key=lambda r: r["coverage"] if review else r["accuracy"])
     casc = rows[-1]
     print(f"\n{ds['name']}: {len(train[0]):,} train / {len(test[0]):,} test, {cpu_model()}, load {load_before:.1f} -> {os.getloadavg()[0]:.1f}")
     if review:
-        print(f"{'engine':<12} {'answered':>9} {'95% CI':>16} {'acc. answered':>14} {'95% CI':>16} {'to people':>10} {'rec/s':>9}")
+        print(f"{'engine':<34} {'answered':>9} {'95% CI':>16} {'acc. answered':>14} {'95% CI':>16} {'to people':>10} {'rec/s':>9}")
         for r in rows:
             aa = f"{r['answered_accuracy']:.2%}" if r["answered_accuracy"] is not None else "-"
             ci = r["answered_accuracy_ci95"] or [0, 0]
-            print(f"{r['engine']:<12} {r['coverage']:>9.2%} {r['coverage_ci95'][0]:>7.2%}-{r['coverage_ci95'][1]:<7.2%} {aa:>14} "
-                  f"{ci[0]:>7.2%}-{ci[1]:<7.2%} {r['to_people']:>10.2%} {r['predict_per_second']:>9.1f}")
+            print(f"{r['engine']:<34} {r['coverage']:>9.2%} {r['coverage_ci95'][0]:>7.2%}-{r['coverage_ci95'][1]:<7.2%} {aa:>14} "
+                  f"{ci[0]:>7.2%}-{ci[1]:<7.2%} {r['to_people']:>10.2%} {r['predict_per_second'] or 0:>9.1f}")
     else:
         print(f"{'engine':<12} {'accuracy':>9} {'rec/s':>9} {'train s':>8}")
         for r in rows:
@@ -247,12 +300,19 @@ def main(argv=None) -> int:
               f"{casc['predict_per_second'] / best_single['predict_per_second']:.1f}x the throughput")
     print(f"cascade: thresholds {casc['thresholds']}; answered by {casc['stage_shares']}; to people {casc['to_people']:.2%}; "
           f"${casc['cost_per_1000']:.6f} per 1,000 records")
+    probe = None
+    if args.llm_probe and review:
+        probe = llm_probe(cascade, train, test, args.llm_probe)
+        print(f"SmolLM2 on {probe['n']} records the cascade left to people: {probe['llm_accuracy']:.1%} right "
+              f"({probe['llm_accuracy_ci95'][0]:.1%}-{probe['llm_accuracy_ci95'][1]:.1%}), its surer half "
+              f"{probe['llm_accuracy_top_half']:.1%}; the last stage's top answer there: {probe['last_stage_accuracy']:.1%}; "
+              f"{probe['seconds_per_record']:.1f} s a record")
     if args.json:
         meta = {"cpu": cpu_model(), "cores": os.cpu_count(), "load_before": round(load_before, 2),
                 "load_after": round(os.getloadavg()[0], 2), "peak_rss_mb": round(peak_rss_mb(), 1),
                 "date": time.strftime("%Y-%m-%d"), "command": " ".join(["python", "benchmarks/cascade.py", *(argv or sys.argv[1:])])}
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, default=str) + "\n")
+        args.json.write_text(json.dumps({"meta": meta, "rows": rows, "llm_probe": probe}, indent=2, default=str) + "\n")
         say(f"wrote {args.json}")
     return 0
 
