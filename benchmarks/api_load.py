@@ -208,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['throughput']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r['errors']} | "
               f"{r['records_per_model_call']} |")
     print(f"\nCPU {machine['cpu']} ({machine['cores']} cores), load {load_before} -> {machine['load_after']}")
-    out = {"benchmark": "api_load", "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+    shown = {k: (os.path.relpath(v, ROOT) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    out = {"benchmark": "api_load", "args": shown,
            "machine": machine, "runs": runs}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=2))
