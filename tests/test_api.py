@@ -501,3 +501,23 @@ def test_short_load_on_a_real_server_has_no_errors(tmp_path: Path) -> None:
     assert [(r["micro_batching"], r["calls"]) for r in runs] == [(True, 150), (False, 150)]
     assert all(r["errors"] == 0 and not r["text_in_server_log"] for r in runs), runs
     assert proc.returncode == 0
+
+
+def test_api_keys_in_the_store(store: Store) -> None:
+    """Migration 3 and the key methods, on SQLite and on TAXONOMIST_TEST_DB_URL (PostgreSQL in CI)."""
+    from taxonomist.api.keys import hash_key
+    from taxonomist.errors import StoreError
+
+    key, digest, prefix = new_key()
+    row = store.add_api_key(name="ana", role="reviewer", key_hash=digest, prefix=prefix, who="admin")
+    assert store.api_key_by_hash(hash_key(key))["id"] == row["id"]
+    assert store.api_key_by_hash(hash_key(key + "x")) is None
+    _, digest2, prefix2 = new_key()
+    store.add_api_key(name="ana", role="classifier", key_hash=digest2, prefix=prefix2, who="admin")
+    with pytest.raises(StoreError, match="names 2 active keys"):
+        store.revoke_api_key("ana")
+    assert store.revoke_api_key(row["id"])["revoked_at"] is not None
+    assert store.api_key_by_hash(digest) is None
+    assert [k["role"] for k in store.api_keys()] == ["reviewer", "classifier"]
+    with pytest.raises(StoreError, match="no active key"):
+        store.revoke_api_key(row["id"])
