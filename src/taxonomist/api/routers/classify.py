@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 
 from fastapi import APIRouter, HTTPException
 from starlette.concurrency import run_in_threadpool
@@ -28,9 +29,8 @@ async def classify(body: ClassifyRequest, state: State, caller: Classifier) -> C
     if state.model is None:
         raise HTTPException(503, f"no model is loaded ({state.model_error or 'serve was started without --model'}); "
                                  "train and activate one (`taxonomist models activate ID`) and restart")
-    ids = [r.id for r in body.records]
-    if len(set(ids)) != len(ids):
-        dup = next(i for i in ids if ids.count(i) > 1)
+    dup = next((i for i, n in Counter(r.id for r in body.records).items() if n > 1), None)
+    if dup is not None:
         raise HTTPException(422, f"record id '{dup}' appears twice in this call; ids must be unique per call")
     records = [Record(id=r.id, text=r.text, fields=dict(r.fields), source=r.source, date=r.date) for r in body.records]
     if body.keep_records:
