@@ -194,6 +194,9 @@ class ServiceState:
 
     # ----- web sessions ------------------------------------------------------------------------
     def new_session(self, key: dict[str, Any], key_hash: str) -> str:
+        now = time.time()
+        for old in [t for t, s in self.sessions.items() if s.expires < now]:  # sessions nobody came back to
+            self.sessions.pop(old, None)
         token = secrets.token_urlsafe(32)
         self.sessions[token] = Session(key["id"], key["name"], key["role"], secrets.token_urlsafe(24),
                                        time.time() + self.settings.session_hours * 3600, key_hash)

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from ._console import err_console
-from .records import Db
+from .records import Create, Db
 
 __all__ = ["register"]
 
@@ -24,6 +24,7 @@ def serve(
     max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", min=0.0, help="Longest a request waits for others to share its model call.")] = 5.0,
     micro_batching: Annotated[bool, typer.Option("--micro-batching/--no-micro-batching", help="Gather concurrent classify requests into one model call.")] = True,
     secure_cookies: Annotated[bool, typer.Option("--secure-cookies", help="Send the web session cookie over HTTPS only (behind a TLS proxy).")] = False,
+    create: Create = False,
 ) -> None:
     """Serve the API (/v1, OpenAPI at /docs) and the web review page (/ui) until Ctrl-C.
 
@@ -40,7 +41,7 @@ def serve(
         raise MissingExtraError(exc.name or "fastapi", "api", "taxonomist serve") from None
     from ..service import Settings, open_store
 
-    service_settings = Settings.from_env(db=db)
+    service_settings = Settings.from_env(db=db, create=create or None)
     open_store(service_settings).close()  # a missing --db is one clear line now, not a traceback at startup
     settings = ApiSettings(
         service=service_settings, model=None if (model or "").lower() == "none" else model,
