@@ -23,7 +23,7 @@ import json
 import os
 import time
 import uuid
-from collections import Counter
+from collections import ChainMap, Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
@@ -328,7 +328,8 @@ class Store:
             seen: dict[str, str] = {}  # ids written earlier in this call -> text hash
             for batch in _chunks(records):
                 ids = list({r.id for r in batch} - seen.keys())
-                stored: dict[str, str] = dict(seen)
+                # Not a copy of `seen`: copying it per batch made a 1M-record import quadratic (~60 s of copies).
+                stored: ChainMap[str, str] = ChainMap({}, seen)
                 history: dict[str, list[tuple[str, str | None, bool]]] = {}
                 if ids:
                     stored.update(s.execute(select(RecordRow.id, RecordRow.text_hash).where(RecordRow.id.in_(ids))).tuples().all())
