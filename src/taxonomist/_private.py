@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["FILE_MODE", "DIR_MODE", "private_dir", "private_file", "private_umask"]
+__all__ = ["FILE_MODE", "DIR_MODE", "private_dir", "private_file"]
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
@@ -46,16 +45,3 @@ def private_file(path: str | Path) -> Path:
         os.close(os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE))
     return p
 
-
-@contextlib.contextmanager
-def private_umask() -> Iterator[None]:
-    """Everything created inside the block is 0600/0700 (umask 077): for writers we do not control.
-
-    The umask is per process, so do not run other threads that create shared
-    files meanwhile.
-    """
-    old = os.umask(0o077)
-    try:
-        yield
-    finally:
-        os.umask(old)
