@@ -48,9 +48,8 @@ def test_overall_policy_is_the_highest_threshold_that_keeps_accuracy():
 def test_answered_policy_is_the_lowest_threshold_whose_answers_meet_the_target():
     conf = np.array([0.99, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2])
     correct = np.array([1, 1, 1, 0, 1, 1, 1, 1, 0, 0], dtype=bool)
-    # Answering the top 3: 100% right; the top 4: 75%; the top 8: 87.5%; everything: 70%.
-    # At 85% the walk down stops at the first dip (the top 4) rather than jump to the lucky top 8.
-    assert choose_threshold(conf, correct, min_accuracy=0.85) == pytest.approx(0.9)
+    # Answering the top 8: 7/8 = 87.5% right; the top 9: 7/9 = 77.8%; everything: 70%.
+    assert choose_threshold(conf, correct, min_accuracy=0.85) == pytest.approx(0.4)
     assert choose_threshold(conf, correct, min_accuracy=0.7) == pytest.approx(0.2)
     # 100% only among the top 3: the answered policy still answers them, the overall one cannot.
     assert choose_threshold(conf, correct, min_accuracy=1.0) == pytest.approx(0.9)

@@ -98,13 +98,14 @@ def train(
     calibrate: Annotated[
         float,
         typer.Option("--calibrate", help="Hold out this share of each category to fit a temperature and threshold "
-                     "(default 0.1 with --target-accuracy, else 0: none)."),
+                     "(default with --target-accuracy: 0.1, or cross-fitting for cheap engines, see --calibrate-folds)."),
     ] = 0.0,
     calibrate_folds: Annotated[
-        int,
+        Optional[int],
         typer.Option("--calibrate-folds", min=0, help="Calibrate on out-of-fold predictions of every record instead of a "
-                     "hold-out (K extra fits): a larger share answered at the same promise. 0: hold-out."),
-    ] = 0,
+                     "hold-out (K extra fits): a larger, steadier share answered at the same promise. 0: hold-out. "
+                     "Default: 5 for engines cheap to refit (tfidf, knn, head) when --target-accuracy is given."),
+    ] = None,
     target_accuracy: Annotated[
         Optional[float],
         typer.Option("--target-accuracy", "--abstain-accuracy", min=0.0, max=1.0,
@@ -170,6 +171,7 @@ def train(
                                "train_seconds": result.train_seconds, "taxonomy_version": result.taxonomy_version}
     if result.held_out:
         summary["held_out"] = result.held_out
+        summary["calibration_method"] = result.calibration_method
     if result.calibration:
         summary.update(result.calibration)
     summary["model_id"] = result.model_id

@@ -38,6 +38,7 @@ class HeadEngine(EmbeddingEngine):
     label = "head (MiniLM + logistic)"
     budget_kind = "embed"
     test_params: dict = {}
+    cheap_to_refit = True
     # A logistic head costs ~12 CPU-s a fit here: fewer cells, and it sits out the merge and network replays.
     demo_caps = {"max_train": 1500, "max_test": 300, "month_test": 60, "event_test": 150, "seeds": 1,
                  "ks": (1, 5, 25, "all"), "policies": ("never", "drift"), "event_ks": (25,),

@@ -111,6 +111,7 @@ class KnnEngine(EmbeddingEngine):
     label = "knn (MiniLM retrieval)"
     budget_kind = "embed"
     test_params = {"k": 10}
+    cheap_to_refit = True
     demo_caps = {"max_train": 1500, "max_test": 300, "month_test": 60, "event_test": 150, "seeds": 1,
                  "policies": ("never", "monthly")}
 

@@ -86,6 +86,7 @@ class TfidfEngine(Engine):
     budget_kind = "fast"
     test_params: dict = {}
     demo_caps = {"max_train": 3000}
+    cheap_to_refit = True
 
     def __init__(
         self,
