@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ServiceState", "Session", "ReviewDone"]
 
+_UNDO_KEPT = 10_000
+
 
 @dataclass
 class ReviewDone:
@@ -144,6 +146,8 @@ class ServiceState:
             done.replaced_label = record.label
             done.added_example, done.had_example = self._learn(record, str(result["category"]))
         self.reviews[review_id] = done
+        while len(self.reviews) > _UNDO_KEPT:  # undo reaches back this far; the journal keeps everything
+            self.reviews.pop(next(iter(self.reviews)))
         return result, done
 
     def _learn(self, record: Record, label: str) -> tuple[bool, bool]:
