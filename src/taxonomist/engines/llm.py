@@ -36,9 +36,13 @@ from .base import Engine, Manifest, create_engine, load_engine, register_engine
 
 __all__ = ["LlmEngine", "LlmAnswer"]
 
-#: Loaded models are expensive (a GGUF in memory, a client pool): engines with the same settings share one.
-#: This is a resource cache only; responses, ledgers and budgets belong to each engine (see `_stack`).
+#: Loaded models are expensive (a GGUF in memory, a client pool): engines with the same settings share one,
+#: and with it one in-memory response cache (keyed by model, endpoint, prompt version and the whole prompt, so
+#: sharing it is only reuse: a loaded copy of an engine answers exactly as the original did, where a local
+#: model re-evaluating a prompt from its KV cache would differ in the last digits). Ledgers and budgets
+#: belong to each engine (see `_stack`).
 _SHARED_BACKENDS: dict[tuple, Any] = {}
+_BACKEND_CACHES: dict[int, Any] = {}
 _LOCK = threading.Lock()
 
 REPAIR_TEMPLATE = "That is not one of the allowed codes. Reply with exactly one of: {codes}."
@@ -192,7 +196,9 @@ class LlmEngine(Engine):
             else:
                 from ..llm.cache import MemoryResponseCache
 
-                self._cache_obj = MemoryResponseCache()
+                backend = self._backend()
+                with _LOCK:
+                    self._cache_obj = _BACKEND_CACHES.setdefault(id(backend), MemoryResponseCache())
         return self._cache_obj
 
     def _ledger(self) -> Any:
