@@ -309,3 +309,21 @@ def test_evaluate_scores_decisions_as_made(model):
     ev = score_predictions(labels, preds)
     assert ev.coverage == 1.0 and ev.answered_accuracy == pytest.approx(ev.accuracy)
     assert np.isclose(ev.accuracy, np.mean([p.category == y for p, y in zip(preds, labels)]))
+
+
+def test_ambiguous_crosswalk_codes_land_in_the_review_queue(capsys, tmp_path):
+    crosswalk = tmp_path / "cw.yaml"
+    crosswalk.write_text("source: northside\nmapping:\n  EL01: A1\n  PA-NONE: C1\n  LATE: I1\n"
+                         "ambiguous:\n  EL01: [A1, A2]\n")
+    theirs = tmp_path / "theirs.csv"
+    theirs.write_text("id,text,label\nn1,coverage ended,EL01\nn2,no precert,PA-NONE\nn3,member unknown,EL01\n")
+    db = str(tmp_path / "s.db")
+    code, _, err = cli(capsys, "import", str(theirs), "--crosswalk", str(crosswalk), "--taxonomy", str(TAXONOMY), "--db", db)
+    assert code == 0, err
+    with Store.open(db) as store:
+        items = store.review_queue(reason="ambiguous_crosswalk")
+        assert [(i["record_id"], i["suggested"], i["details"]["candidates"]) for i in items] == [
+            ("n1", "A1", ["A1", "A2"]), ("n3", "A1", ["A1", "A2"])]
+        assert store.current_labels() == {"n1": "A1", "n2": "C1", "n3": "A1"}
+    code, out, _ = cli(capsys, "records", "review", "--db", db, "--json")
+    assert {json.loads(line)["reason"] for line in out.splitlines()} == {"ambiguous_crosswalk"}
