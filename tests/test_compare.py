@@ -190,3 +190,38 @@ def test_engine_on_a_small_sample_is_timed_from_its_learning_curve_run(tmp_path)
     seconds = run["predict_seconds"]
     assert 10 / (seconds + 5e-5) <= speed["throughput_per_s"] <= 10 / max(seconds - 5e-5, 1e-9)
     assert speed["latency_items"] == 1
+
+
+def _with_rare_late_category(path: Path) -> Path:
+    """write_dated plus C8: 4 records first seen in month 14 (before C9 in code order, far fewer records)."""
+    write_dated(path, n=900, seed=4)
+    with path.open("a", newline="") as fh:
+        w = csv.writer(fh)
+        for i in range(4):
+            w.writerow([f"rare{i}", f"rare code q{i} n1 n2", "C8", 14 + i])
+    return path
+
+
+def test_new_category_replay_picks_the_late_category_with_most_records(tmp_path):
+    from taxonomist.compare.experiments import Comparison
+
+    data = load_dataset(_with_rare_late_category(tmp_path / "r.csv"))
+    cmp = Comparison(data, None, [EngineSpec("tfidf")], settings=TINY, workdir=tmp_path / "w")
+    assert cmp.new_codes == ["C8", "C9"]
+    nc = cmp.taxonomy_events()["new_category"]
+    assert nc["category"] == "C9"  # not C8, first in code order with only 4 records
+
+
+def test_new_category_can_be_chosen_and_a_too_small_one_says_why(tmp_path):
+    from dataclasses import replace
+
+    from taxonomist.compare.experiments import Comparison
+
+    data = load_dataset(_with_rare_late_category(tmp_path / "r.csv"))
+    cmp = Comparison(data, None, [EngineSpec("tfidf")], settings=replace(TINY, new_category="C8"), workdir=tmp_path / "w")
+    assert cmp.taxonomy_events()["new_category"] is None
+    reason = next(s["reason"] for s in cmp.skipped if s["experiment"] == "new_category")
+    assert "only 4 records of C8" in reason and "C9 " in reason
+    with pytest.raises(ExperimentError, match="--new-category ZZ: no record has that category"):
+        Comparison(data, None, [EngineSpec("tfidf")], settings=replace(TINY, new_category="ZZ"),
+                   workdir=tmp_path / "w2").taxonomy_events()

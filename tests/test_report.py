@@ -43,22 +43,83 @@ def _macro_f1(truth: dict[str, str], rows: list[dict]) -> float:
     return float(np.mean(scores))
 
 
+Z95 = 1.959963984540054
+
+
+def _wilson(p: float, n: int) -> tuple[float, float]:
+    """Two-sided 95% Wilson interval, written out here rather than imported, to check the report's."""
+    centre = p + Z95 * Z95 / (2 * n)
+    spread = Z95 * np.sqrt(p * (1 - p) / n + Z95 * Z95 / (4 * n * n))
+    return (centre - spread) / (1 + Z95 * Z95 / n), (centre + spread) / (1 + Z95 * Z95 / n)
+
+
+def _per_record(store, truth, run_ids) -> dict[str, float]:
+    """Record id -> correctness averaged over the runs (seeds), from the stored predictions."""
+    hits: dict[str, list[float]] = {}
+    for run_id in run_ids:
+        for r in store.predictions(run_id=run_id):
+            hits.setdefault(r["record_id"], []).append(float(truth[r["record_id"]] == r["category"]))
+    return {k: float(np.mean(v)) for k, v in hits.items()}
+
+
 def test_headline_numbers_recompute_from_results_json_and_store(report_dir):
     results = json.loads((report_dir / "results.json").read_text())
     headline = results["headline"]
     assert len(headline) >= 5
     with Store.open(report_dir / "compare.db") as store:
         truth = store.current_labels()
-        checked = 0
+        checked = intervals = 0
         for item in headline:
             if "runs" in item:
-                values = []
+                values, sizes = [], []
                 for run_id in item["runs"]:
                     rows = store.predictions(run_id=run_id)
                     assert rows, f"no stored predictions for run {run_id}"
                     values.append(_accuracy(truth, rows) if item["metric"] == "accuracy" else _macro_f1(truth, rows))
+                    sizes.append(len(rows))
                 assert np.mean(values) == pytest.approx(item["value"], abs=1e-9), item["key"]
+                if item["metric"] == "accuracy":
+                    # Seeds score the same records; months pool distinct ones.
+                    n = sum(sizes) if item.get("pooled") else sizes[0]
+                    assert item["n"] == n, item["key"]
+                    assert item["ci"] == pytest.approx(_wilson(item["value"], n), abs=1e-9), item["key"]
+                    assert item["ci"][0] <= item["value"] <= item["ci"][1]
+                    assert item["inconclusive"] == (n < 100)
+                    intervals += 1
                 checked += 1
+            elif "runs_a" in item:  # a paired bootstrap difference over the same records
+                a = _per_record(store, truth, item["runs_a"])
+                b = _per_record(store, truth, item["runs_b"])
+                ids = sorted(set(a) & set(b))
+                d = np.array([a[i] - b[i] for i in ids])
+                rng = np.random.default_rng(item["seed"])
+                boot = d[rng.integers(0, len(d), size=(item["reps"], len(d)))].mean(axis=1)
+                assert item["n"] == len(ids) and item["value"] == pytest.approx(d.mean(), abs=1e-12), item["key"]
+                assert item["ci"] == pytest.approx(list(np.percentile(boot, [2.5, 97.5])), abs=1e-12), item["key"]
+                checked += 1
+                intervals += 1
+            elif "decay_runs" in item:  # slope of monthly accuracy; records resampled within months
+                correct = []
+                for run_id in item["decay_runs"]:
+                    rows = sorted(store.predictions(run_id=run_id), key=lambda r: r["record_id"])
+                    correct.append(np.array([truth[r["record_id"]] == r["category"] for r in rows], dtype=float))
+                run_meta = {r["run_id"]: r for r in results["runs"]}
+                x = np.array([run_meta[r]["month"] for r in item["decay_runs"]], dtype=float)
+                xc = x - x.mean()
+                slope = xc @ np.array([c.mean() for c in correct]) / (xc @ xc)
+                assert slope == pytest.approx(item["value"], abs=1e-12), item["key"]
+                assert item["n"] == sum(len(c) for c in correct)
+                assert item["ci"][0] <= item["value"] <= item["ci"][1]
+                checked += 1
+                intervals += 1
+            elif "review_run" in item:  # share below the threshold the report chose, with its Wilson interval
+                rows = store.predictions(run_id=item["review_run"])
+                conf = np.array([r["confidence"] for r in rows])
+                share = 1.0 if item["threshold"] is None else float(np.mean(conf < item["threshold"]))
+                assert share == pytest.approx(item["value"], abs=1e-9)
+                assert item["ci"] == pytest.approx(_wilson(share, len(rows)), abs=1e-9)
+                checked += 1
+                intervals += 1
             elif item["format"] == "volume":
                 models = {m["approach"]: m for m in results["cost_speed"]["cost_models"]}
                 a, b = (models[n] for n in item["cost_models"])
@@ -66,8 +127,32 @@ def test_headline_numbers_recompute_from_results_json_and_store(report_dir):
                 assert volume == pytest.approx(item["value"], rel=1e-9), item["key"]
                 checked += 1
     assert checked == len(headline)
+    assert intervals >= 8
     keys = {h["key"].split("/")[0] for h in headline}
-    assert {"accuracy_all", "in_period", "frozen_later", "new_category", "break_even"} <= keys
+    assert {"accuracy_all", "in_period", "frozen_later", "new_category", "break_even", "decay_never", "review_share", "diff"} <= keys
+
+
+def test_every_accuracy_in_the_report_carries_its_interval(report_dir):
+    md = (report_dir / "report.md").read_text()
+    results = json.loads((report_dir / "results.json").read_text())
+    answers = "\n".join(results["answers"].values())
+    # Every percentage in the answers' sentences is either followed by its interval or is a share stated plainly
+    # (the k=0 "before" recall, macro-F1): count the intervals against the figures that need one.
+    assert answers.count("95% CI") >= 8
+    for h in results["headline"]:
+        if h["format"] in ("pct", "pts", "slope") and h.get("metric") != "macro_f1":
+            assert "ci" in h, h["key"]
+    assert "95% CI" in md
+
+
+def test_comparative_sentences_follow_the_interval():
+    from taxonomist.compare.report import diff_sentence
+
+    clear = {"diff": 0.031, "lo": 0.012, "hi": 0.050, "n": 300, "inconclusive": False}
+    assert diff_sentence(clear, "A", "B") == "A is more accurate than B by 3.1 pts (95% CI 1.2 to 5.0, n = 300)"
+    assert diff_sentence({**clear, "diff": -0.031, "lo": -0.050, "hi": -0.012}, "A", "B").startswith("B is more accurate than A by 3.1 pts")
+    assert diff_sentence({**clear, "lo": -0.01}, "A", "B").startswith("no clear difference between A and B")
+    assert "inconclusive" in diff_sentence({**clear, "n": 40, "inconclusive": True}, "A", "B")
 
 
 def test_answers_quote_the_headline_numbers(report_dir):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -79,6 +80,8 @@ def compare(
     crosswalk: Annotated[Optional[Path], typer.Option("--crosswalk", help="Crosswalk from the other network's codes to ours (YAML or CSV).")] = None,
     db: Annotated[Optional[Path], typer.Option("--db", help="Store for every prediction (default: OUT/compare.db).")] = None,
     text_fields: Annotated[str, typer.Option("--text-fields", help="Structured columns to prepend to the text, comma-separated (default none).")] = "",
+    new_category: Annotated[Optional[str], typer.Option("--new-category", help="Category the new-category replay introduces (default: the one first seen after the training period with the most records).")] = None,
+    volume: Annotated[int, typer.Option("--volume", min=1, help="Items a month to price each approach at on the first screen.")] = 20000,
 ) -> None:
     """Run every engine through the same experiments and write the decision report.
 
@@ -109,7 +112,8 @@ def compare(
     store = open_store(db or out / "compare.db")
     try:
         with progress_callback() as cb:
-            results = run_compare(dataset, tax, specs, out_dir=out, settings=settings_for(budget, seeds=seeds),
+            settings = replace(settings_for(budget, seeds=seeds), new_category=new_category, volume=volume)
+            results = run_compare(dataset, tax, specs, out_dir=out, settings=settings,
                                   prices=load_prices(prices), store=store, second_network=second, progress=cb)
     finally:
         store.close()

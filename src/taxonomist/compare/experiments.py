@@ -112,6 +112,12 @@ class Settings:
     throughput_items: int = 1000
     cascade_targets: tuple[float, ...] = (0.90, 0.93, 0.95, 0.97, 0.99)
     split_seed: int = 0
+    #: The category the new-category replay introduces (default: the one first seen after training with most records).
+    new_category: str | None = None
+    #: Items a month the first screen prices each approach at.
+    volume: int = 20000
+    #: The accuracy on answered records the review share is quoted at.
+    review_target: float = 0.95
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
@@ -545,8 +551,10 @@ class Comparison:
                         "train_seconds": float(sum(r["train_seconds"] for r in retrains)),
                         "run_ids": [x["run_id"] for x in months],
                     }
+                for pol in policies.values():
+                    pol["n"] = int(sum(x["n"] for x in pol["months"]))
                 engines_out[spec.display] = {
-                    "reference_accuracy": ref_run.metrics()["accuracy"], "reference_run_id": ref_run.run_id,
+                    "reference_accuracy": ref_run.metrics()["accuracy"], "reference_run_id": ref_run.run_id, "reference_n": ref_run.n,
                     "reference_confidence": ref_run.metrics()["mean_confidence"], "policies": policies,
                     "family": spec.family,
                 }
@@ -581,18 +589,27 @@ class Comparison:
             self.skipped.append({"experiment": "new_category", "engine": "all", "cell": "",
                                  "reason": "the data has no dates, so no category appears part-way through; replay needs a category first seen after the training period"})
             return None
-        if not self.new_codes:
+        if not self.new_codes and s.new_category is None:
             self.skipped.append({"experiment": "new_category", "engine": "all", "cell": "",
-                                 "reason": f"no category first appears after month {s.train_end_month}; nothing to replay"})
+                                 "reason": f"no category first appears after month {s.train_end_month}; nothing to replay (choose one with --new-category CODE)"})
             return None
-        code = self.new_codes[0]
+        counts = {c: int((d.labels == c).sum()) for c in self.new_codes}
+        if s.new_category is not None:
+            if s.new_category not in set(d.labels.tolist()):
+                raise ExperimentError(f"--new-category {s.new_category}: no record has that category "
+                                      f"(categories first seen after month {s.train_end_month}: {', '.join(self.new_codes) or 'none'})")
+            code = s.new_category
+        else:
+            # The category that best stands for "a new category arrives": the one with the most records to replay.
+            code = max(self.new_codes, key=lambda c: (counts[c], c))
         members = np.flatnonzero(d.labels == code)
         start = int(d.months[members].min())
         members = members[np.lexsort((members, d.months[members]))]
         max_k = max(s.new_category_ks)
         if len(members) <= max_k + 5:
             self.skipped.append({"experiment": "new_category", "engine": "all", "cell": code,
-                                 "reason": f"only {len(members)} records of {code}; need more than {max_k + 5}"})
+                                 "reason": f"only {len(members)} records of {code}; need more than {max_k + 5}"
+                                 + (f" (new categories: {', '.join(f'{c} {n}' for c, n in sorted(counts.items()))})" if counts else "")})
             return None
         intro = members[:max_k]
         rng = np.random.default_rng([s.split_seed, 19])
@@ -618,7 +635,7 @@ class Comparison:
                 points.append({
                     "k": k, "recall_new": r_new.metrics()["accuracy"], "accuracy_all": r_all.metrics()["accuracy"],
                     "update_seconds": fitted.train_seconds, "n_train": fitted.n_train,
-                    "run_new": r_new.run_id, "run_all": r_all.run_id,
+                    "run_new": r_new.run_id, "run_all": r_all.run_id, "n_new": r_new.n, "n_all": r_all.n,
                 })
                 advance(1)
             engines_out[spec.display] = {"family": spec.family, "points": points}
@@ -672,7 +689,7 @@ class Comparison:
             engines_out[spec.display] = {
                 "family": spec.family,
                 "before": before.metrics()["accuracy"], "mapped": mapped.metrics()["accuracy"], "refit": refit.metrics()["accuracy"],
-                "refit_seconds": fitted.train_seconds, "run_before": before.run_id, "run_mapped": mapped.run_id, "run_refit": refit.run_id,
+                "refit_seconds": fitted.train_seconds, "n": before.n, "n_refit": refit.n, "run_before": before.run_id, "run_mapped": mapped.run_id, "run_refit": refit.run_id,
             }
         return {"sources": [a, b], "into": a, "confusions": count, "relabel": relabel, "engines": engines_out}
 
@@ -713,7 +730,7 @@ class Comparison:
             advance(1)
             engines_out[spec.display] = {
                 "family": spec.family, "as_is": as_is.metrics()["accuracy"], "with_history": with_hist.metrics()["accuracy"],
-                "n_history": int(len(h)), "update_seconds": fitted2.train_seconds,
+                "n_history": int(len(h)), "update_seconds": fitted2.train_seconds, "n": as_is.n,
                 "run_as_is": as_is.run_id, "run_with_history": with_hist.run_id,
             }
         return {"network": other.name, "crosswalk": crosswalk.source, "their_codes": len(crosswalk.mapping),

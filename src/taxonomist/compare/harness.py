@@ -13,6 +13,7 @@ import numpy as np
 
 from ..taxonomy import Crosswalk, Taxonomy
 from . import _scores
+from . import _uncertainty as U
 from .costs import PriceTable, load_prices
 from .dataset import Dataset
 from .experiments import ALL, Comparison, EngineSpec, Progress, Settings
@@ -75,6 +76,7 @@ def run_compare(
         "cascade": cmp.cascade(),
         "calibration": _calibration(cmp),
         "confusions": _confusions(cmp),
+        "uncertainty": _uncertainty(cmp, bt),
         "skipped": cmp.skipped,
         "notes": [*cmp.notes, *notes],
         "store": {"url": str(getattr(store, "url", "")) if store is not None else None},
@@ -189,6 +191,44 @@ def _confusions(cmp: Comparison, top: int = 10) -> dict[str, Any]:
             for (t, p), c in pairs
         ]}
     return out
+
+
+def _uncertainty(cmp: Comparison, backtest: dict[str, Any] | None) -> dict[str, Any]:
+    """Paired bootstrap differences (engines at k=all, each retrain policy vs never), decay per month, review share.
+
+    Computed from the runs' per-record correctness (see `_uncertainty`); each entry names its runs and seed.
+    """
+    from ..engines.calibration import choose_threshold
+
+    diffs: list[dict[str, Any]] = []
+    full = {spec.display: cmp.log.select(experiment="learning_curve", engine=spec.display, k=ALL) for spec in cmp.specs}
+    full = {e: runs for e, runs in full.items() if runs}
+    names = list(full)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            d = U.paired_difference(U.per_record(full[a]), U.per_record(full[b]), seed=cmp.settings.split_seed)
+            diffs.append({"key": f"engines/{a}|{b}", "kind": "engines", "a": a, "b": b, "metric": "accuracy",
+                          "runs_a": [r.run_id for r in full[a]], "runs_b": [r.run_id for r in full[b]], **d})
+    decay: dict[str, dict[str, Any]] = {}
+    for e, body in ((backtest or {}).get("engines") or {}).items():
+        pols = body["policies"]
+        for name, pol in pols.items():
+            runs = [cmp.log[r] for r in pol["run_ids"]]
+            decay.setdefault(e, {})[name] = {**U.decay_per_month([x["month"] for x in pol["months"]], [r.correct for r in runs],
+                                                                 seed=cmp.settings.split_seed),
+                                             "run_ids": list(pol["run_ids"])}
+            if name != "never" and "never" in pols:
+                never = [cmp.log[r] for r in pols["never"]["run_ids"]]
+                d = U.paired_difference(U.per_record(runs), U.per_record(never), seed=cmp.settings.split_seed)
+                diffs.append({"key": f"policy/{e}/{name}", "kind": "policy", "engine": e, "a": name, "b": "never",
+                              "metric": "accuracy", "runs_a": list(pol["run_ids"]), "runs_b": list(pols["never"]["run_ids"]), **d})
+    review: dict[str, Any] = {}
+    target = cmp.settings.review_target
+    for spec, r in _full_data_runs(cmp):
+        thr = choose_threshold(r.confidence, r.correct, min_accuracy=target, confidence_level=0.95)
+        to_people = 1.0 if thr is None else float(np.mean(r.confidence < thr))
+        review[spec.display] = {"target": target, "threshold": thr, "run_id": r.run_id, **U.proportion(to_people, r.n)}
+    return {"method": U.__doc__.strip(), "min_n": U.MIN_N, "differences": diffs, "decay": decay, "review": review}
 
 
 def _name(taxonomy: Taxonomy | None, code: str) -> str:

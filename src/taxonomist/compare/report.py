@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _uncertainty as U
 from .svg import Marker, Series, line_chart
 
 __all__ = ["headline", "answers", "write_report", "render_html", "render_markdown"]
@@ -26,6 +27,59 @@ def pct(x: float | None) -> str:
 
 def pts(x: float) -> str:
     return f"{100 * x:+.1f} pts"
+
+
+def pci(p: float | None, n: int | None) -> str:
+    """A proportion with its 95% Wilson interval and n; under `MIN_N` records it is marked inconclusive."""
+    if p is None or not n:
+        return pct(p)
+    c = U.proportion(p, int(n))
+    tail = f"95% CI {100 * c['lo']:.1f}-{100 * c['hi']:.1f}%, n = {int(n):,}"
+    return f"{pct(p)} ({tail}{', inconclusive' if c['inconclusive'] else ''})"
+
+
+def cell(p: float | None, n: int | None) -> str:
+    """The table form of `pci`: "84.3% [82.6-85.9]", with "?" when inconclusive."""
+    if p is None or not n:
+        return pct(p)
+    c = U.proportion(p, int(n))
+    return f"{pct(p)} [{100 * c['lo']:.1f}-{100 * c['hi']:.1f}]" + ("?" if c["inconclusive"] else "")
+
+
+def diff_sentence(d: dict[str, Any], a: str, b: str, what: str = "more accurate than") -> str:
+    """A comparison that follows its interval: a difference only when the paired 95% CI excludes zero."""
+    if d.get("diff") is None:
+        return f"{a} and {b} were not scored on common records"
+    if d["inconclusive"]:
+        return f"{a} vs {b}: inconclusive (n = {d['n']:,} common records, fewer than {U.MIN_N})"
+    lo, hi = 100 * d["lo"], 100 * d["hi"]
+    if lo > 0:
+        return f"{a} is {what} {b} by {100 * d['diff']:.1f} pts (95% CI {lo:.1f} to {hi:.1f}, n = {d['n']:,})"
+    if hi < 0:
+        return f"{b} is {what} {a} by {-100 * d['diff']:.1f} pts (95% CI {-hi:.1f} to {-lo:.1f}, n = {d['n']:,})"
+    return f"no clear difference between {a} and {b} ({100 * d['diff']:+.1f} pts, 95% CI {lo:.1f} to {hi:.1f}, n = {d['n']:,})"
+
+
+def slope_text(d: dict[str, Any] | None) -> str:
+    if not d or d.get("slope") is None:
+        return "n/a"
+    return (f"{100 * d['slope']:+.2f} pts/month (95% CI {100 * d['lo']:+.2f} to {100 * d['hi']:+.2f}, n = {d['n']:,}"
+            + (", inconclusive" if d["inconclusive"] else "") + ")")
+
+
+def _difference(results: dict[str, Any], key: str) -> dict[str, Any] | None:
+    return next((d for d in (results.get("uncertainty") or {}).get("differences", []) if d["key"] == key), None)
+
+
+def _engine_difference(results: dict[str, Any], a: str, b: str) -> tuple[dict[str, Any], str, str] | None:
+    """The stored paired difference of two engines, oriented a - b."""
+    d = _difference(results, f"engines/{a}|{b}")
+    if d is not None:
+        return d, a, b
+    d = _difference(results, f"engines/{b}|{a}")
+    if d is not None:
+        return d, b, a
+    return None
 
 
 def money(x: float) -> str:
@@ -89,8 +143,9 @@ def headline(results: dict[str, Any]) -> list[dict[str, Any]]:
     for e in [*trained, *retrieval]:
         p = next((p for p in lc.get(e, []) if p["k"] == "all"), None)
         if p:
-            items.append({"key": f"accuracy_all/{e}", "label": f"{e}: accuracy with all examples", "engine": e,
-                          "value": _runs_mean(results, p["run_ids"]), "metric": "accuracy", "runs": p["run_ids"], "format": "pct"})
+            items.append(_ci({"key": f"accuracy_all/{e}", "label": f"{e}: accuracy with all examples", "engine": e,
+                              "value": _runs_mean(results, p["run_ids"]), "metric": "accuracy", "runs": p["run_ids"], "format": "pct"},
+                             p["n_test"]))
             items.append({"key": f"macro_f1_all/{e}", "label": f"{e}: macro-F1 with all examples", "engine": e,
                           "value": _runs_mean(results, p["run_ids"], "macro_f1"), "metric": "macro_f1", "runs": p["run_ids"], "format": "pct"})
     bt = results.get("backtest")
@@ -99,28 +154,57 @@ def headline(results: dict[str, Any]) -> list[dict[str, Any]]:
             never = body["policies"].get("never")
             if not never:
                 continue
-            items.append({"key": f"in_period/{e}", "label": f"{e}: accuracy in the training period (held out)", "engine": e,
-                          "value": _runs_mean(results, [body["reference_run_id"]]), "metric": "accuracy",
-                          "runs": [body["reference_run_id"]], "format": "pct"})
-            items.append({"key": f"frozen_later/{e}", "label": f"{e}, never retrained: mean accuracy, months {bt['months'][0]}-{bt['months'][-1]}",
-                          "engine": e, "value": _runs_mean(results, never["run_ids"]), "metric": "accuracy", "runs": never["run_ids"], "format": "pct"})
+            items.append(_ci({"key": f"in_period/{e}", "label": f"{e}: accuracy in the training period (held out)", "engine": e,
+                              "value": _runs_mean(results, [body["reference_run_id"]]), "metric": "accuracy",
+                              "runs": [body["reference_run_id"]], "format": "pct"}, body.get("reference_n")))
+            items.append(_ci({"key": f"frozen_later/{e}", "label": f"{e}, never retrained: mean accuracy, months {bt['months'][0]}-{bt['months'][-1]}",
+                              "engine": e, "value": _runs_mean(results, never["run_ids"]), "metric": "accuracy", "runs": never["run_ids"],
+                              "format": "pct", "pooled": True}, never.get("n")))
             for name, pol in body["policies"].items():
                 if name != "never":
-                    items.append({"key": f"policy_{name}/{e}", "label": f"{e}, retrained '{name}': mean accuracy, months {bt['months'][0]}-{bt['months'][-1]}",
-                                  "engine": e, "value": _runs_mean(results, pol["run_ids"]), "metric": "accuracy", "runs": pol["run_ids"], "format": "pct"})
+                    items.append(_ci({"key": f"policy_{name}/{e}", "label": f"{e}, retrained '{name}': mean accuracy, months {bt['months'][0]}-{bt['months'][-1]}",
+                                      "engine": e, "value": _runs_mean(results, pol["run_ids"]), "metric": "accuracy", "runs": pol["run_ids"],
+                                      "format": "pct", "pooled": True}, pol.get("n")))
     nc = (results.get("events") or {}).get("new_category")
     if nc:
         for e, body in nc["engines"].items():
             last = body["points"][-1]
-            items.append({"key": f"new_category/{e}", "label": f"{e}: recall on {nc['category']} with {last['k']} examples",
-                          "engine": e, "value": _runs_mean(results, [last["run_new"]]), "metric": "accuracy", "runs": [last["run_new"]],
-                          "format": "pct"})
+            items.append(_ci({"key": f"new_category/{e}", "label": f"{e}: recall on {nc['category']} with {last['k']} examples",
+                              "engine": e, "value": _runs_mean(results, [last["run_new"]]), "metric": "accuracy", "runs": [last["run_new"]],
+                              "format": "pct"}, last.get("n_new")))
+    unc = results.get("uncertainty") or {}
+    for e, pols in unc.get("decay", {}).items():
+        for name, d in pols.items():
+            if d["slope"] is not None:
+                items.append({"key": f"decay_{name}/{e}", "label": f"{e}, {'never retrained' if name == 'never' else f'retrained {name!r}'}: accuracy change per month",
+                              "engine": e, "value": d["slope"], "ci": [d["lo"], d["hi"]], "n": d["n"], "inconclusive": d["inconclusive"],
+                              "format": "slope", "decay_runs": d["run_ids"], "seed": d["seed"], "reps": d["reps"]})
+    for e, r in unc.get("review", {}).items():
+        items.append({"key": f"review_share/{e}", "label": f"{e}: share left to people for {pct(r['target'])} accuracy on answered records",
+                      "engine": e, "value": r["value"], "ci": [r["lo"], r["hi"]], "n": r["n"], "inconclusive": r["inconclusive"],
+                      "format": "pct", "review_run": r["run_id"], "threshold": r["threshold"]})
+    for d in unc.get("differences", []):
+        if d["diff"] is None:
+            continue
+        label = (f"{d['a']} minus {d['b']}: accuracy with all examples" if d["kind"] == "engines"
+                 else f"{d['engine']}: retrained '{d['a']}' minus never retrained, accuracy")
+        items.append({"key": f"diff/{d['key']}", "label": label, "value": d["diff"], "ci": [d["lo"], d["hi"]], "n": d["n"],
+                      "inconclusive": d["inconclusive"], "format": "pts", "runs_a": d["runs_a"], "runs_b": d["runs_b"],
+                      "seed": d["seed"], "reps": d["reps"]})
     cs = results.get("cost_speed")
     if cs:
         for pair in cs["break_even"]:
             items.append({"key": f"break_even/{pair['a']}|{pair['b']}", "label": f"break-even: {pair['a']} vs {pair['b']} (items/month)",
                           "value": pair["volume"], "format": "volume", "cost_models": [pair["a"], pair["b"]]})
     return items
+
+
+def _ci(item: dict[str, Any], n: int | None) -> dict[str, Any]:
+    """Add the 95% Wilson interval of the item's proportion on `n` records (see `_uncertainty`)."""
+    if n:
+        c = U.proportion(item["value"], int(n))
+        item.update({"ci": [c["lo"], c["hi"]], "n": c["n"], "inconclusive": c["inconclusive"]})
+    return item
 
 
 # ----- the three answers ---------------------------------------------------------------
@@ -136,20 +220,25 @@ def answers(results: dict[str, Any]) -> dict[str, str]:
     if best_all:
         e, p = best_all
         lines.append(f"With all labelled examples (about {p['k_value']:.0f} per category, {lc['n_classes']} categories) "
-                     f"the most accurate engine is {e}: {pct(p['accuracy'])} accuracy, macro-F1 {pct(p['macro_f1'])} "
-                     f"(mean of {p['seeds']} seed{'s' if p['seeds'] > 1 else ''}, {p['n_test']} held-out records).")
+                     f"the most accurate engine is {e}: {pci(p['accuracy'], p['n_test'])} accuracy, macro-F1 {pct(p['macro_f1'])} "
+                     f"(mean of {p['seeds']} seed{'s' if p['seeds'] > 1 else ''}).")
+        for other in trained + retrieval:
+            od = _engine_difference(results, e, other) if other != e else None
+            if od:
+                lines.append(f"  {diff_sentence(*od)}.")
     for k in ("1", "5", "10"):
         b = _best(curves, trained + retrieval, k)
         if b:
-            lines.append(f"With {k} example{'s' if k != '1' else ''} per category the best is {b[0]} at {pct(b[1]['accuracy'])}.")
+            lines.append(f"With {k} example{'s' if k != '1' else ''} per category the best is {b[0]} at {pci(b[1]['accuracy'], b[1]['n_test'])}.")
     for c in lc["crossover"]:
         if c["crossover_k"] is None:
             lines.append(f"{c['trained']} never overtakes {c['retrieval']} on the k tried.")
         elif c["crossover_k"] == c["points"][0]["k"]:
-            lines.append(f"{c['trained']} is at least as accurate as {c['retrieval']} from the smallest k tried ({c['crossover_k']} per category).")
+            lines.append(f"{c['trained']} is at least as accurate as {c['retrieval']} from the smallest k tried ({c['crossover_k']} per category"
+                         f"{_crossover_caveat(c)}).")
         else:
             lines.append(f"{c['trained']} overtakes {c['retrieval']} from {c['crossover_k']} examples per category "
-                         f"(compared on the {c['points'][0]['n']} records both were scored on).")
+                         f"(compared on the {c['points'][0]['n']} records both were scored on{_crossover_caveat(c)}).")
     out["examples"] = "\n".join(lines)
 
     # 2. Six months later?
@@ -167,15 +256,19 @@ def answers(results: dict[str, Any]) -> dict[str, str]:
             ref = body["reference_accuracy"]
             later = never["mean_accuracy"]
             late = float(np.mean([m["accuracy"] for m in never["months"][-3:]]))
-            lines.append(f"{e} trained on months {bt['train_months'][0]}-{bt['train_months'][1]} scores {pct(ref)} on held-out records of "
-                         f"that period, {pct(later)} on average over months {m0}-{m1} and {pct(late)} in the last three months "
-                         f"({pts(late - ref)}) if never retrained.")
+            n_late = sum(m.get("n", 0) for m in never["months"][-3:])
+            decay = ((results.get("uncertainty") or {}).get("decay") or {}).get(e, {})
+            lines.append(f"{e} trained on months {bt['train_months'][0]}-{bt['train_months'][1]} scores {pci(ref, body.get('reference_n'))} on held-out records of "
+                         f"that period, {pci(later, never.get('n'))} on average over months {m0}-{m1} and {pci(late, n_late)} in the last three months "
+                         f"({pts(late - ref)}) if never retrained; accuracy changes by {slope_text(decay.get('never'))}.")
             for name in ("monthly", "drift"):
                 pol = body["policies"].get(name)
                 if pol:
                     how = "retrained every month" if name == "monthly" else f"retrained when label-free drift (confidence drop) exceeded {bt['drift_threshold']:.2f}"
-                    lines.append(f"  {how}: {pct(pol['mean_accuracy'])} on average with {pol['n_retrains']} retrains "
-                                 f"({secs(pol['train_seconds'])} of training).")
+                    d = _difference(results, f"policy/{e}/{name}")
+                    vs = f"; {diff_sentence(d, f'retrained {name!r}', 'never retrained')}" if d else ""
+                    lines.append(f"  {how}: {pci(pol['mean_accuracy'], pol.get('n'))} on average with {pol['n_retrains']} retrains "
+                                 f"({secs(pol['train_seconds'])} of training), {slope_text(decay.get(name))}{vs}.")
         out["six_months"] = "\n".join(lines)
 
     # 3. What does change cost?
@@ -189,11 +282,11 @@ def answers(results: dict[str, Any]) -> dict[str, str]:
             k0 = pts_[0]
             last = pts_[-1]
             if body["family"] == "retrieval":
-                lines.append(f"  {e} uses it as soon as examples are added: recall {pct(last['recall_new'])} with {last['k']} examples "
+                lines.append(f"  {e} uses it as soon as examples are added: recall {pci(last['recall_new'], last.get('n_new'))} with {last['k']} examples "
                              f"(update took {secs(last['update_seconds'])}, no training; {pct(k0['recall_new'])} before the category existed).")
             else:
                 lines.append(f"  {e} cannot predict it until retrained ({pct(k0['recall_new'])} before); after retraining with {last['k']} examples "
-                             f"recall is {pct(last['recall_new'])} (training {secs(last['update_seconds'])}).")
+                             f"recall is {pci(last['recall_new'], last.get('n_new'))} (training {secs(last['update_seconds'])}).")
     else:
         reason = next((s["reason"] for s in results["skipped"] if s["experiment"] == "new_category"), "not run")
         lines.append(f"New category: not replayed ({reason}).")
@@ -202,14 +295,14 @@ def answers(results: dict[str, Any]) -> dict[str, str]:
         a, b = mg["sources"]
         lines.append(f"Merging {a}+{b} (the most confused pair):")
         for e, body in mg["engines"].items():
-            lines.append(f"  {e}: {pct(body['before'])} before, {pct(body['mapped'])} by mapping its outputs (no retraining), "
-                         f"{pct(body['refit'])} refitted on merged labels ({secs(body['refit_seconds'])}).")
+            lines.append(f"  {e}: {pci(body['before'], body.get('n'))} before, {pci(body['mapped'], body.get('n'))} by mapping its outputs (no retraining), "
+                         f"{pci(body['refit'], body.get('n_refit'))} refitted on merged labels ({secs(body['refit_seconds'])}).")
     nw = ev.get("network")
     if nw:
         lines.append(f"Second network {nw['network']} through crosswalk {nw['crosswalk']} ({nw['their_codes']} of their codes, "
                      f"{len(nw['merges'])} of ours receiving several of theirs, {nw['unmapped_records']} records unmapped):")
         for e, body in nw["engines"].items():
-            lines.append(f"  {e}: {pct(body['as_is'])} on their records as is, {pct(body['with_history'])} after adding "
+            lines.append(f"  {e}: {pci(body['as_is'], body.get('n'))} on their records as is, {pci(body['with_history'], body.get('n'))} after adding "
                          f"{body['n_history']} of their mapped records ({secs(body['update_seconds'])}).")
     out["change"] = "\n".join(lines)
 
@@ -232,35 +325,54 @@ def answers(results: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def _crossover_caveat(c: dict[str, Any]) -> str:
+    n = c["points"][0]["n"] if c["points"] else 0
+    if n < U.MIN_N:
+        return f"; inconclusive: {n} common records, fewer than {U.MIN_N}"
+    return ""
+
+
 def _recommendation(results: dict[str, Any], trained: list[str], retrieval: list[str]) -> str:
     curves = results["learning_curve"]["curves"]
-    bt_t = _best(curves, trained)
-    # Head to head only for retrieval engines scored on enough records (a 10-record LLM sample is reported, not weighed).
-    solid = [r for r in retrieval if any(p["k"] == "all" and p["n_test"] >= 50 for p in curves.get(r, []))]
-    bt_r = _best(curves, solid)
+
+    def solid(engines: list[str]) -> list[str]:
+        # A figure on fewer than MIN_N records is reported, never weighed.
+        return [e for e in engines if any(p["k"] == "all" and p["n_test"] >= U.MIN_N for p in curves.get(e, []))]
+
+    small = [e for e in trained + retrieval if e not in solid(trained + retrieval) and curves.get(e)]
+    bt_t = _best(curves, solid(trained))
+    bt_r = _best(curves, solid(retrieval))
     parts = []
     if bt_t and bt_r:
         t, pt = bt_t
         r, pr = bt_r
-        pair = next((c for c in results["learning_curve"]["crossover"] if c["trained"] == t and c["retrieval"] == r), None)
-        common = next((p for p in (pair or {}).get("points", []) if p["k"] == "all"), None)
-        if common:  # the same records for both
-            pt, pr = {**pt, "accuracy": common["trained"]}, {**pr, "accuracy": common["retrieval"]}
-        gap = pt["accuracy"] - pr["accuracy"]
-        if gap >= 0:
-            parts.append(f"Train: {t} is {pts(gap)} more accurate than {r} with all examples ({pct(pt['accuracy'])} vs {pct(pr['accuracy'])}"
-                         + (f" on the {common['n']} records both answered" if common else "") + ").")
+        od = _engine_difference(results, t, r)
+        if od is not None and od[0]["diff"] is not None:
+            d, a, b = od
+            gap = d["diff"] if a == t else -d["diff"]
+            lo = d["lo"] if a == t else -d["hi"]
+            hi = d["hi"] if a == t else -d["lo"]
+            clear = not d["inconclusive"] and (lo > 0 or hi < 0)
         else:
-            parts.append(f"Retrieve: {r} is {pts(-gap)} more accurate than {t} ({pct(pr['accuracy'])} vs {pct(pt['accuracy'])}"
-                         + (f" on the {common['n']} records both answered" if common else "") + ").")
+            gap, clear = pt["accuracy"] - pr["accuracy"], False
+            d = None
+        sentence = diff_sentence(*od) if od is not None else f"{t} {pct(pt['accuracy'])} vs {r} {pct(pr['accuracy'])}"
+        if clear and gap > 0:
+            parts.append(f"Train: {sentence}.")
+        elif clear:
+            parts.append(f"Retrieve: {sentence}.")
+        else:
+            parts.append(f"Accuracy does not decide ({sentence}); choose on change and cost below.")
         nc = (results.get("events") or {}).get("new_category")
         if nc and gap >= 0:
             parts.append(f"Keep {r} alongside for change: it handles a new category the day its examples are added, "
                          f"while {t} waits for its next retrain.")
     elif bt_t:
-        parts.append(f"Train: {bt_t[0]} is the most accurate engine tried ({pct(bt_t[1]['accuracy'])}); no retrieval engine was compared.")
+        parts.append(f"Train: {bt_t[0]} is the most accurate engine tried ({pci(bt_t[1]['accuracy'], bt_t[1]['n_test'])}); no retrieval engine was compared.")
     elif bt_r:
-        parts.append(f"Retrieve: {bt_r[0]} ({pct(bt_r[1]['accuracy'])}); no trained engine was compared.")
+        parts.append(f"Retrieve: {bt_r[0]} ({pci(bt_r[1]['accuracy'], bt_r[1]['n_test'])}); no trained engine was compared.")
+    if small:
+        parts.append(f"Not weighed (fewer than {U.MIN_N} records scored, inconclusive): {', '.join(small)}.")
     bt_res = results.get("backtest")
     if bt_res and bt_t and bt_t[0] in bt_res["engines"]:
         from .experiments import choose_policy
@@ -268,9 +380,11 @@ def _recommendation(results: dict[str, Any], trained: list[str], retrieval: list
         pol = bt_res["engines"][bt_t[0]]["policies"]
         chosen = choose_policy(pol)
         if chosen and chosen != "never":
+            d = _difference(results, f"policy/{bt_t[0]}/{chosen}")
             parts.append(f"Retrain {bt_t[0]} with the '{chosen}' policy ({pol[chosen]['n_retrains']} retrains in "
-                         f"{len(bt_res['months'])} months kept {pct(pol[chosen]['mean_accuracy'])}"
-                         + (f" vs {pct(pol['never']['mean_accuracy'])} frozen" if "never" in pol else "") + ").")
+                         f"{len(bt_res['months'])} months kept {pci(pol[chosen]['mean_accuracy'], pol[chosen].get('n'))}"
+                         + (f" vs {pct(pol['never']['mean_accuracy'])} frozen" if "never" in pol else "")
+                         + (f"; {diff_sentence(d, f'retrained {chosen!r}', 'never retrained')}" if d else "") + ").")
         elif chosen == "never":
             parts.append(f"Retraining {bt_t[0]} bought less than one point over the months tested; retrain on taxonomy changes only.")
     cs = results.get("cost_speed")
@@ -476,8 +590,21 @@ def _cascade_sentence(results: dict[str, Any]) -> str | None:
 
 
 def _fmt_head(item: dict[str, Any]) -> str:
+    ci = item.get("ci")
+    tail = ""
+    if ci and ci[0] is not None:
+        if item["format"] == "pct":
+            tail = f" (95% CI {100 * ci[0]:.1f}-{100 * ci[1]:.1f}%, n = {item['n']:,})"
+        else:
+            tail = f" (95% CI {100 * ci[0]:+.2f} to {100 * ci[1]:+.2f}, n = {item['n']:,})"
+        if item.get("inconclusive"):
+            tail += " inconclusive"
     if item["format"] == "pct":
-        return pct(item["value"])
+        return pct(item["value"]) + tail
+    if item["format"] == "pts":
+        return f"{100 * item['value']:+.1f} pts" + tail
+    if item["format"] == "slope":
+        return f"{100 * item['value']:+.2f} pts/month" + tail
     if item["format"] == "volume":
         return volume(item["value"])
     return f"{item['value']:g}"

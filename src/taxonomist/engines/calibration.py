@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import EngineError
 from ..metrics import ece as expected_calibration_error
 
-__all__ = ["Calibrator", "calibrate", "fit_temperature", "choose_threshold", "wilson_lower", "POLICIES", "coverage_report",
+__all__ = ["Calibrator", "calibrate", "fit_temperature", "choose_threshold", "wilson_lower", "wilson_interval", "POLICIES", "coverage_report",
            "softmax", "log_softmax", "ANSWER_NOTHING",
            "calibrate_from_proba", "out_of_fold_proba"]
 
@@ -102,13 +102,18 @@ def fit_temperature(
     return float(np.exp(result.x))
 
 
-def wilson_lower(successes: np.ndarray | float, n: np.ndarray | int, z: float) -> np.ndarray:
-    """Lower end of the Wilson score interval for a proportion `successes / n` (z = 1.645: one-sided 95%)."""
+def wilson_interval(successes: np.ndarray | float, n: np.ndarray | int, z: float = 1.959963984540054) -> tuple[np.ndarray, np.ndarray]:
+    """Both ends of the Wilson score interval for a proportion `successes / n` (default z: two-sided 95%)."""
     n = np.asarray(n, dtype=float)
     p = np.asarray(successes, dtype=float) / n
     centre = p + z * z / (2 * n)
     spread = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return (centre - spread) / (1 + z * z / n)
+    return (centre - spread) / (1 + z * z / n), (centre + spread) / (1 + z * z / n)
+
+
+def wilson_lower(successes: np.ndarray | float, n: np.ndarray | int, z: float) -> np.ndarray:
+    """Lower end of the Wilson score interval for a proportion `successes / n` (z = 1.645: one-sided 95%)."""
+    return wilson_interval(successes, n, z)[0]
 
 
 def choose_threshold(
