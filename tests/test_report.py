@@ -21,7 +21,7 @@ def report_dir(tmp_path_factory):
     data = load_dataset(write_dated(d / "records.csv", n=1200, seed=3))
     store = open_store(d / "out" / "compare.db")
     try:
-        run_compare(data, None, [EngineSpec("tfidf")], out_dir=d / "out", settings=TINY, store=store)
+        run_compare(data, None, [EngineSpec("tfidf"), EngineSpec("knn", seeds=1, skip=("backtest",))], out_dir=d / "out", settings=TINY, store=store)
     finally:
         store.close()
     return d / "out"
@@ -130,6 +130,39 @@ def test_headline_numbers_recompute_from_results_json_and_store(report_dir):
     assert intervals >= 8
     keys = {h["key"].split("/")[0] for h in headline}
     assert {"accuracy_all", "in_period", "frozen_later", "new_category", "break_even", "decay_never", "review_share", "diff"} <= keys
+
+
+def test_every_paired_difference_recomputes_from_the_store(report_dir):
+    # Engines at k=all, each policy vs never, and trained vs retrieval at every k of the learning curve (the crossover).
+    results = json.loads((report_dir / "results.json").read_text())
+    diffs = results["uncertainty"]["differences"]
+    assert {d["kind"] for d in diffs} == {"engines", "policy", "crossover"}
+    with Store.open(report_dir / "compare.db") as store:
+        truth = store.current_labels()
+        for item in diffs:
+            a = _per_record(store, truth, item["runs_a"])
+            b = _per_record(store, truth, item["runs_b"])
+            ids = sorted(set(a) & set(b))
+            d = np.array([a[i] - b[i] for i in ids])
+            boot = d[np.random.default_rng(item["seed"]).integers(0, len(d), size=(item["reps"], len(d)))].mean(axis=1)
+            assert item["n"] == len(ids) and item["diff"] == pytest.approx(d.mean(), abs=1e-12), item["key"]
+            assert [item["lo"], item["hi"]] == pytest.approx(list(np.percentile(boot, [2.5, 97.5])), abs=1e-12), item["key"]
+            assert item["inconclusive"] == (len(ids) < 100)
+
+
+def test_first_screen_answers_the_three_questions_before_the_details(report_dir):
+    md = (report_dir / "report.md").read_text()
+    html = (report_dir / "report.html").read_text()
+    for text in (md, html):
+        first, rec, details = (text.index(h) for h in ("The three questions", "Recommendation", "Details"))
+        assert first < rec < details
+    table = md[md.index("## The three questions"):md.index("## Recommendation")]
+    for figure in ("accuracy change per month, never retrained", "retrained monthly", "crossover: tfidf vs knn",
+                   "recall of new category C9", "time to adapt to a taxonomy edit", "monthly cost at 20,000 items",
+                   "break-even vs hosted LLM", "priced, accuracy not measured", "share left to people"):
+        assert figure in table, figure
+    assert "| question | figure | tfidf | knn |" in table
+    assert "<th scope='col'>question</th>" in html
 
 
 def test_every_accuracy_in_the_report_carries_its_interval(report_dir):

@@ -767,6 +767,8 @@ class Comparison:
             models.append(cm)
             sp["cost_per_1000"] = cm.per_item * 1000
             sp["train_seconds_full"] = train_full
+            sp["retrain_compute_usd"] = prices.train_cost(train_full, gpu=spec.gpu)
+            sp["monthly_cost"] = cm.monthly(self.settings.volume)
         tokens = dict(llm_tokens or {}) or self._estimated_prompt_tokens()
         api = CostModel.hosted_llm(
             f"hosted LLM RAG ({prices.llm_model})", prices=prices, input_tokens=tokens["input"], output_tokens=tokens["output"],

@@ -209,6 +209,19 @@ def _uncertainty(cmp: Comparison, backtest: dict[str, Any] | None) -> dict[str, 
             d = U.paired_difference(U.per_record(full[a]), U.per_record(full[b]), seed=cmp.settings.split_seed)
             diffs.append({"key": f"engines/{a}|{b}", "kind": "engines", "a": a, "b": b, "metric": "accuracy",
                           "runs_a": [r.run_id for r in full[a]], "runs_b": [r.run_id for r in full[b]], **d})
+    # The learning-curve crossover with its interval: the paired difference at every k, trained minus retrieval.
+    for t in (x for x in cmp.specs if x.family == "trained"):
+        for r in (x for x in cmp.specs if x.family == "retrieval"):
+            for k in cmp.settings.ks:
+                rt = cmp.log.select(experiment="learning_curve", engine=t.display, k=str(k))
+                rr = cmp.log.select(experiment="learning_curve", engine=r.display, k=str(k))
+                seeds = {x.meta["seed"] for x in rt} & {x.meta["seed"] for x in rr}
+                rt, rr = [x for x in rt if x.meta["seed"] in seeds], [x for x in rr if x.meta["seed"] in seeds]
+                if not rt:
+                    continue
+                d = U.paired_difference(U.per_record(rt), U.per_record(rr), seed=cmp.settings.split_seed)
+                diffs.append({"key": f"crossover/{t.display}|{r.display}/{k}", "kind": "crossover", "a": t.display, "b": r.display,
+                              "k": str(k), "metric": "accuracy", "runs_a": [x.run_id for x in rt], "runs_b": [x.run_id for x in rr], **d})
     decay: dict[str, dict[str, Any]] = {}
     for e, body in ((backtest or {}).get("engines") or {}).items():
         pols = body["policies"]

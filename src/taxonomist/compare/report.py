@@ -184,7 +184,7 @@ def headline(results: dict[str, Any]) -> list[dict[str, Any]]:
                       "engine": e, "value": r["value"], "ci": [r["lo"], r["hi"]], "n": r["n"], "inconclusive": r["inconclusive"],
                       "format": "pct", "review_run": r["run_id"], "threshold": r["threshold"]})
     for d in unc.get("differences", []):
-        if d["diff"] is None:
+        if d["diff"] is None or d["kind"] == "crossover":
             continue
         label = (f"{d['a']} minus {d['b']}: accuracy with all examples" if d["kind"] == "engines"
                  else f"{d['engine']}: retrained '{d['a']}' minus never retrained, accuracy")
@@ -239,6 +239,9 @@ def answers(results: dict[str, Any]) -> dict[str, str]:
         else:
             lines.append(f"{c['trained']} overtakes {c['retrieval']} from {c['crossover_k']} examples per category "
                          f"(compared on the {c['points'][0]['n']} records both were scored on{_crossover_caveat(c)}).")
+        sentence = _crossover_sentence(results, c)
+        if sentence:
+            lines.append(sentence)
     out["examples"] = "\n".join(lines)
 
     # 2. Six months later?
@@ -332,6 +335,36 @@ def _crossover_caveat(c: dict[str, Any]) -> str:
     return ""
 
 
+def crossover_interval(results: dict[str, Any], trained: str, retrieval: str) -> dict[str, Any]:
+    """The crossover read through its intervals: from which k the trained engine is clearly ahead (or behind) for good.
+
+    `ahead_from`: the smallest k from which the paired 95% CI of trained minus retrieval stays above zero at every
+    larger k; `behind_until`: the largest k at which it is below zero; None when no k qualifies.
+    """
+    ds = [d for d in (results.get("uncertainty") or {}).get("differences", [])
+          if d["kind"] == "crossover" and d["a"] == trained and d["b"] == retrieval and d["diff"] is not None]
+    ahead_from = None
+    for i, d in enumerate(ds):
+        if all(not x["inconclusive"] and x["lo"] > 0 for x in ds[i:]):
+            ahead_from = d["k"]
+            break
+    behind = [d["k"] for d in ds if not d["inconclusive"] and d["hi"] < 0]
+    return {"points": ds, "ahead_from": ahead_from, "behind_until": behind[-1] if behind else None}
+
+
+def _crossover_sentence(results: dict[str, Any], c: dict[str, Any]) -> str:
+    ci = crossover_interval(results, c["trained"], c["retrieval"])
+    if not ci["points"]:
+        return ""
+    last = ci["points"][-1]
+    where = (f"clearly ahead (95% CI above zero) from k = {ci['ahead_from']}" if ci["ahead_from"] is not None
+             else "never clearly ahead at every larger k")
+    if ci["behind_until"] is not None:
+        where += f", clearly behind up to k = {ci['behind_until']}"
+    return (f"  Read through the intervals: {c['trained']} is {where}; at k = {last['k']}: "
+            f"{diff_sentence(last, c['trained'], c['retrieval'])}.")
+
+
 def _recommendation(results: dict[str, Any], trained: list[str], retrieval: list[str]) -> str:
     curves = results["learning_curve"]["curves"]
 
@@ -404,6 +437,95 @@ def _recommendation(results: dict[str, Any], trained: list[str], retrieval: list
     if cheap_first:
         parts.append(cheap_first)
     return " ".join(parts) or "Not enough engines ran to recommend."
+
+
+# ----- the first screen -------------------------------------------------------------------
+def first_screen(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The three questions in one table: a row per figure, a column per engine, every figure with its interval.
+
+    Cells read "value [95% CI]"; "?" marks a figure on fewer than `MIN_N` records (inconclusive).
+    """
+    trained, retrieval = _families(results)
+    engines = [*trained, *retrieval]
+    unc = results.get("uncertainty") or {}
+    settings = results.get("settings") or {}
+    vol = int(settings.get("volume") or 20000)
+    rows: list[list[str]] = []
+
+    def row(question: str, figure: str, values: dict[str, str]) -> None:
+        rows.append([question, figure, *[values.get(e, "-") for e in engines]])
+
+    q1, q2, q3 = "How stable are taxonomy and data?", "How many labelled examples per category?", "Who owns it, what does retraining cost?"
+    bt = results.get("backtest")
+    if bt:
+        decay = unc.get("decay") or {}
+        for name in ("never", "monthly", "drift"):
+            vals = {}
+            for e, body in bt["engines"].items():
+                pol = body["policies"].get(name)
+                if pol is None:
+                    continue
+                extra = "" if name == "never" else f"; {pol['n_retrains']} retrains, {secs(pol['train_seconds'])} training"
+                vals[e] = f"{_slope_cell(decay.get(e, {}).get(name))}; mean {cell(pol['mean_accuracy'], pol.get('n'))}{extra}"
+            label = {"never": "accuracy change per month, never retrained",
+                     "monthly": "retrained monthly", "drift": "retrained on label-free drift"}[name]
+            row(q1, label, vals)
+    else:
+        row(q1, "not measured (no dates)", {})
+    curves = results["learning_curve"]["curves"]
+    row(q2, "accuracy with all examples", {e: cell(p["accuracy"], p["n_test"]) for e in engines
+                                           for p in curves.get(e, []) if p["k"] == "all"})
+    for c in results["learning_curve"]["crossover"]:
+        ci = crossover_interval(results, c["trained"], c["retrieval"])
+        last = ci["points"][-1] if ci["points"] else None
+        text = f"point estimate k = {c['crossover_k'] or 'never'}; clearly ahead from k = {ci['ahead_from'] or 'never'}"
+        if last is not None:
+            text += f"; at k = {last['k']}: {100 * last['diff']:+.1f} pts [{100 * last['lo']:+.1f} to {100 * last['hi']:+.1f}]"
+        row(q2, f"crossover: {c['trained']} vs {c['retrieval']}", {c["trained"]: text})
+    nc = (results.get("events") or {}).get("new_category")
+    if nc:
+        vals = {}
+        for e, body in nc["engines"].items():
+            vals[e] = "; ".join(f"k={p['k']}: {cell(p['recall_new'], p.get('n_new'))}" for p in body["points"] if p["k"])
+        row(q2, f"recall of new category {nc['category']} after k examples" + ("" if any(nc["engines"]) else ""), vals)
+    cs = results.get("cost_speed")
+    ev = results.get("events") or {}
+    if cs:
+        vals = {}
+        for e in engines:
+            fam = next((x["family"] for x in results["engines"] if x["label"] == e), "")
+            nc_pts = (nc or {}).get("engines", {}).get(e, {}).get("points", [])
+            upd = nc_pts[-1]["update_seconds"] if nc_pts else None
+            merge = (ev.get("merge") or {}).get("engines", {}).get(e)
+            if fam == "retrieval":
+                vals[e] = "immediate: add examples" + (f" ({secs(upd)})" if upd is not None else "")
+            else:
+                refit = merge["refit_seconds"] if merge else upd
+                vals[e] = "a retrain" + (f" ({secs(refit)} here)" if refit is not None else "") + "; mapping outputs covers merges/renames at once"
+        row(q3, "time to adapt to a taxonomy edit", vals)
+        row(q3, "retraining: wall time (full data, this machine) and compute", {
+            e: f"{secs(sp['train_seconds_full'])}, {money(sp.get('retrain_compute_usd', 0.0))}" for e, sp in cs["speed"].items()})
+        by_name = {m["approach"]: m for m in cs["cost_models"]}
+        vals = {}
+        for e in engines:
+            m = by_name.get(f"{e} (self-hosted)")
+            if m:
+                vals[e] = money(m["fixed_per_month"] + m["per_item"] * vol)
+        row(q3, f"monthly cost at {vol:,} items (self-hosted)", vals)
+        api = next((m for m in cs["cost_models"] if m["approach"].startswith("hosted LLM")), None)
+        if api:
+            vals = {}
+            for e in engines:
+                pair = next((p for p in cs["break_even"] if {p["a"], p["b"]} == {f"{e} (self-hosted)", api["approach"]}), None)
+                vals[e] = f"{volume(pair['volume'])}/month" if pair else "none (one is cheaper at every volume)"
+            row(q3, f"break-even vs {api['approach']}, {money(api['fixed_per_month'] + api['per_item'] * vol)}/month at {vol:,} "
+                    f"(priced, accuracy not measured)", vals)
+    review = unc.get("review") or {}
+    if review:
+        target = next(iter(review.values()))["target"]
+        row(q3, f"share left to people for {pct(target)} accuracy on answered (threshold set on these records)",
+            {e: cell(r["value"], r["n"]) for e, r in review.items()})
+    return ["question", "figure", *engines], rows
 
 
 # ----- rendering ---------------------------------------------------------------------------
@@ -494,8 +616,8 @@ def _reliability_chart(results: dict[str, Any]) -> str:
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> tuple[str, str]:
-    html = "<table><tr>" + "".join(f"<th>{escape(h)}</th>" for h in headers) + "</tr>"
-    html += "".join("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in r) + "</tr>" for r in rows) + "</table>"
+    html = "<table><thead><tr>" + "".join(f"<th scope='col'>{escape(h)}</th>" for h in headers) + "</tr></thead><tbody>"
+    html += "".join("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in r) + "</tr>" for r in rows) + "</tbody></table>"
     md = "| " + " | ".join(headers) + " |\n|" + "---|" * len(headers) + "\n" + "".join("| " + " | ".join(str(c) for c in r) + " |\n" for r in rows)
     return html, md
 
@@ -504,30 +626,36 @@ def _sections(results: dict[str, Any]) -> list[tuple[str, list[str], list[tuple[
     """(title, svg charts, [(html table, md table)]) per section, in report order."""
     out = []
     lc = results["learning_curve"]
-    rows = [[e] + [next((pct(p["accuracy"]) for p in pts_ if p["k"] == k), "-") for k in lc["ks"]] for e, pts_ in lc["curves"].items()]
+    rows = [[e] + [next((cell(p["accuracy"], p["n_test"]) for p in pts_ if p["k"] == k), "-") for k in lc["ks"]] for e, pts_ in lc["curves"].items()]
     out.append(("1. Learning curves", _curve_charts(results), [_table(["engine"] + [f"k={k}" for k in lc["ks"]], rows)]))
     if results.get("backtest"):
         bt = results["backtest"]
         rows = []
+        decay = (results.get("uncertainty") or {}).get("decay") or {}
         for e, body in bt["engines"].items():
             for name, pol in body["policies"].items():
-                rows.append([e, name, pct(body["reference_accuracy"]), pct(pol["mean_accuracy"]), pct(pol["final_accuracy"]), pol["n_retrains"], secs(pol["train_seconds"])])
+                rows.append([e, name, cell(body["reference_accuracy"], body.get("reference_n")), cell(pol["mean_accuracy"], pol.get("n")),
+                             cell(pol["final_accuracy"], pol["months"][-1].get("n")), _slope_cell(decay.get(e, {}).get(name)),
+                             pol["n_retrains"], secs(pol["train_seconds"])])
         out.append(("2. Accuracy by month", [_backtest_chart(results)],
-                    [_table(["engine", "policy", "training period", f"mean months {bt['months'][0]}-{bt['months'][-1]}", "last month", "retrains", "training time"], rows)]))
+                    [_table(["engine", "policy", "training period", f"mean months {bt['months'][0]}-{bt['months'][-1]}", "last month",
+                             "change per month", "retrains", "training time"], rows)]))
     ev = results.get("events") or {}
     charts, tables = [], []
     if ev.get("new_category"):
         charts += [_new_category_chart(results), _timeline_chart(results)]
         nc = ev["new_category"]
-        rows = [[e, p["k"], pct(p["recall_new"]), pct(p["accuracy_all"]), secs(p["update_seconds"])] for e, b in nc["engines"].items() for p in b["points"]]
+        rows = [[e, p["k"], cell(p["recall_new"], p.get("n_new")), cell(p["accuracy_all"], p.get("n_all")), secs(p["update_seconds"])]
+                for e, b in nc["engines"].items() for p in b["points"]]
         tables.append(_table(["engine", f"examples of {nc['category']}", f"recall on {nc['category']}", "accuracy (all records)", "fit/update time"], rows))
     if ev.get("merge"):
         mg = ev["merge"]
-        rows = [[e, pct(b["before"]), pct(b["mapped"]), pct(b["refit"]), secs(b["refit_seconds"])] for e, b in mg["engines"].items()]
+        rows = [[e, cell(b["before"], b.get("n")), cell(b["mapped"], b.get("n")), cell(b["refit"], b.get("n_refit")), secs(b["refit_seconds"])]
+                for e, b in mg["engines"].items()]
         tables.append(_table(["engine", "before merge", f"{'+'.join(mg['sources'])} mapped", "refitted", "refit time"], rows))
     if ev.get("network"):
         nw = ev["network"]
-        rows = [[e, pct(b["as_is"]), pct(b["with_history"]), b["n_history"]] for e, b in nw["engines"].items()]
+        rows = [[e, cell(b["as_is"], b.get("n")), cell(b["with_history"], b.get("n")), b["n_history"]] for e, b in nw["engines"].items()]
         tables.append(_table(["engine", f"{nw['network']} as is", "with their mapped history", "their records added"], rows))
     if charts or tables:
         out.append(("3. Adaptation to taxonomy changes", charts, tables))
@@ -536,7 +664,7 @@ def _sections(results: dict[str, Any]) -> list[tuple[str, list[str], list[tuple[
         rows = [[e, f"{s['latency_p50_ms']:.1f}", f"{s['latency_p95_ms']:.1f}", rate(s["throughput_per_s"]), money(s["cost_per_1000"]), secs(s["train_seconds_full"])]
                 for e, s in cs["speed"].items()]
         t1 = _table(["engine", "p50 ms", "p95 ms", "items/s", "compute per 1,000", "training (full data)"], rows)
-        rows = [[m["approach"], money(m["per_1000_items"]), money(m["fixed_per_month"]), f"{m['retrains_per_month']:.2f}", "; ".join(m["notes"])] for m in cs["cost_models"]]
+        rows = [[m["approach"] + (" - priced, accuracy not measured" if m["approach"].startswith("hosted LLM") else ""), money(m["per_1000_items"]), money(m["fixed_per_month"]), f"{m['retrains_per_month']:.2f}", "; ".join(m["notes"])] for m in cs["cost_models"]]
         t2 = _table(["approach", "per 1,000 items", "fixed per month", "retrains/month", "assumptions"], rows)
         rows = [[p["a"], p["b"], volume(p["volume"]), p["cheaper_above"]] for p in cs["break_even"]]
         t3 = _table(["approach A", "approach B", "break-even items/month", "cheaper above it"], rows)
@@ -553,6 +681,12 @@ def _sections(results: dict[str, Any]) -> list[tuple[str, list[str], list[tuple[
     if results.get("cascade"):
         out.append(("Cheap first, expensive when unsure", [], [_cascade_table(c) for c in results["cascade"]]))
     return out
+
+
+def _slope_cell(d: dict[str, Any] | None) -> str:
+    if not d or d.get("slope") is None:
+        return "-"
+    return f"{100 * d['slope']:+.2f} pts [{100 * d['lo']:+.2f} to {100 * d['hi']:+.2f}]" + ("?" if d["inconclusive"] else "")
 
 
 def _cascade_table(c: dict[str, Any]) -> tuple[str, str]:
@@ -619,6 +753,10 @@ QUESTIONS = (
 )
 
 
+LEGEND = (f"Every figure with its 95% interval: value [low-high] (Wilson for shares, paired bootstrap for differences); "
+          f"'?' marks a figure on fewer than {U.MIN_N} records: inconclusive, reported but never used to recommend.")
+
+
 def _setup_lines(results: dict[str, Any]) -> list[str]:
     d = results["dataset"]
     lines = [f"Data: {d['name']} ({d['records']:,} records, {d['categories']} categories"
@@ -660,8 +798,14 @@ def render_html(results: dict[str, Any]) -> str:
     a = results["answers"]
     body = [f"<h1>taxonomist comparison: {escape(results['dataset']['name'])}</h1>",
             f"<p class='meta'>{escape(results['created'])} · {results['machine']['cpus']} CPU cores · results.json schema {results['schema']}</p>"]
+    headers, rows = first_screen(results)
+    html, _ = _table(headers, rows)
+    body.append(f"<h2>The three questions</h2><p class='meta'>{escape(LEGEND)}</p>{html}")
+    body.append("<h2>Recommendation</h2>" + _answer_html(a.get("recommendation", "")))
+    body.append("<h2>Details</h2>")
     for key, q in QUESTIONS:
-        body.append(f"<h2>{escape(q)}</h2>" + _answer_html(a.get(key, "")))
+        if key != "recommendation":
+            body.append(f"<h3>{escape(q)}</h3>" + _answer_html(a.get(key, "")))
     body.append("<h2>Headline numbers</h2>")
     html, _ = _table(["figure", "value", "from"], [[h["label"], _fmt_head(h), f"{len(h['runs'])} stored run(s)" if h.get("runs") else "cost model"] for h in results["headline"]])
     body.append(html)
@@ -679,8 +823,12 @@ def render_html(results: dict[str, Any]) -> str:
 def render_markdown(results: dict[str, Any]) -> str:
     a = results["answers"]
     lines = [f"# taxonomist comparison: {results['dataset']['name']}", "", f"{results['created']} · figures in report.html", ""]
+    headers, rows = first_screen(results)
+    lines += ["## The three questions", "", LEGEND, "", _table(headers, rows)[1], "## Recommendation", "", a.get("recommendation", ""), "",
+              "## Details", ""]
     for key, q in QUESTIONS:
-        lines += [f"## {q}", ""] + [f"- {x.strip()}" if x.startswith("  ") else x for x in a.get(key, "").splitlines()] + [""]
+        if key != "recommendation":
+            lines += [f"### {q}", ""] + [f"- {x.strip()}" if x.startswith("  ") else x for x in a.get(key, "").splitlines()] + [""]
     lines += ["## Headline numbers", ""]
     _, md = _table(["figure", "value"], [[h["label"], _fmt_head(h)] for h in results["headline"]])
     lines += [md]
