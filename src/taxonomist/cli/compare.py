@@ -82,6 +82,10 @@ def compare(
     text_fields: Annotated[str, typer.Option("--text-fields", help="Structured columns to prepend to the text, comma-separated (default none).")] = "",
     new_category: Annotated[Optional[str], typer.Option("--new-category", help="Category the new-category replay introduces (default: the one first seen after the training period with the most records).")] = None,
     volume: Annotated[int, typer.Option("--volume", min=1, help="Items a month to price each approach at on the first screen.")] = 20000,
+    llm_base_url: Annotated[Optional[str], typer.Option("--llm-base-url", help="An OpenAI-compatible endpoint (e.g. http://127.0.0.1:8080/v1) to measure on a stratified sample of --llm-sample test records.")] = None,
+    llm_model: Annotated[Optional[str], typer.Option("--llm-model", help="Model name at --llm-base-url.")] = None,
+    llm_api_key_env: Annotated[str, typer.Option("--llm-api-key-env", help="Environment variable holding the endpoint's API key (never the key itself; local servers need none).")] = "OPENAI_API_KEY",
+    llm_structured: Annotated[str, typer.Option("--llm-structured", help="How the endpoint constrains answers: auto, json_schema, json_object, grammar (llama.cpp servers), none.")] = "auto",
 ) -> None:
     """Run every engine through the same experiments and write the decision report.
 
@@ -100,8 +104,16 @@ def compare(
 
     if (network is None) != (crosswalk is None):
         raise ExperimentError("--network and --crosswalk go together: give both to replay the import of a second network, or neither")
+    if (llm_base_url is None) != (llm_model is None):
+        raise ExperimentError("--llm-base-url and --llm-model go together: give both to measure an endpoint, or neither")
     names = [e.strip() for e in engines.split(",") if e.strip()]
     specs = engine_specs(names, budget=budget, llm_sample=llm_sample)
+    endpoints = []
+    if llm_base_url and llm_model:
+        base = engine_specs(["llm"], budget=budget, llm_sample=llm_sample)[0]
+        endpoints.append(replace(base, label=f"{llm_model} @ {llm_base_url} (measured)", params={
+            "backend": "openai", "base_url": llm_base_url, "model": llm_model, "api_key_env": llm_api_key_env,
+            "structured": llm_structured}))
     fields = [f.strip() for f in text_fields.split(",") if f.strip()]
     dataset = load_dataset(data, text_fields=fields)
     tax = load_taxonomy(taxonomy) if taxonomy else None
@@ -114,7 +126,8 @@ def compare(
         with progress_callback() as cb:
             settings = replace(settings_for(budget, seeds=seeds), new_category=new_category, volume=volume)
             results = run_compare(dataset, tax, specs, out_dir=out, settings=settings,
-                                  prices=load_prices(prices), store=store, second_network=second, progress=cb)
+                                  prices=load_prices(prices), store=store, second_network=second, progress=cb,
+                                  endpoints=endpoints)
     finally:
         store.close()
     for s in results["skipped"]:

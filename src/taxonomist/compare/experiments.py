@@ -837,6 +837,89 @@ class Comparison:
         examples = 10 * mean_text / 4.0
         return {"input": prefix + examples + mean_text / 4.0, "cached": prefix, "output": 12.0}
 
+    def _stratified(self, idx: np.ndarray, n: int) -> np.ndarray:
+        """Exactly min(n, len(idx)) records of `idx`, each category's share by largest remainder (every category
+        gets one first when n allows), lowest fixed rank first; returned in rank order."""
+        labels = self.data.labels[idx]
+        rank = self._priority(0)[idx]
+        n = min(int(n), len(idx))
+        cats = sorted(set(labels.tolist()))
+        members = {c: idx[labels == c][np.argsort(rank[labels == c], kind="stable")] for c in cats}
+        quota = {c: len(members[c]) * n / len(idx) for c in cats}
+        take = {c: min(len(members[c]), int(quota[c])) for c in cats}
+        if n >= len(cats):
+            take = {c: max(1, t) for c, t in take.items()}
+        order = sorted(cats, key=lambda c: (-(quota[c] - int(quota[c])), c))
+        while sum(take.values()) < n:
+            grew = False
+            for c in order:
+                if sum(take.values()) < n and take[c] < len(members[c]):
+                    take[c] += 1
+                    grew = True
+            if not grew:
+                break
+        while sum(take.values()) > n:  # the one-per-category floor overshot: trim the largest
+            c = max(cats, key=lambda c: (take[c], c))
+            take[c] -= 1
+        chosen = np.concatenate([members[c][: take[c]] for c in cats]) if cats else idx[:0]
+        return chosen[np.argsort(self._priority(0)[chosen], kind="stable")]
+
+    # ----- a real LLM endpoint, measured ------------------------------------------------
+    def measure_endpoint(self, spec: EngineSpec, prices: PriceTable) -> dict[str, Any]:
+        """One LLM endpoint (any OpenAI-compatible server) answers a stratified sample of the test set.
+
+        The sample is the same share of every category (`_cap` of the test set to `spec.max_test`, at least one
+        record a category); the engine retrieves its examples from the training pool (capped by `spec.max_train`).
+        Measured: accuracy (with its Wilson interval, in the report), coverage, latency per record, tokens and
+        their cost from the project's price table (the engine's ledger prices its calls from it).
+        """
+        sample = self._stratified(self.test, spec.max_test or 40)
+        advance = self.progress(f"measuring {spec.display} on {len(sample)} records", 1)
+        with self._timed("llm_endpoint"):
+            idx, capped = self._cap(self.pool, spec.max_train, 0)
+            fitted = self._fit(spec, idx, capped=capped)
+            engine = fitted.engine
+            ledger = getattr(engine, "ledger_", None)
+            before = ledger.to_dict() if ledger is not None else {}
+            texts = self.data.texts[sample].tolist()
+            start = time.perf_counter()
+            preds = engine.predict_batch(texts, top_k=1, evidence=False)
+            seconds = time.perf_counter() - start
+            run = self.log.record(
+                experiment="llm_endpoint", engine=spec.display, model_id=fitted.model_id, ids=self.data.ids[sample],
+                y_true=self.data.labels[sample], y_pred=[p.category for p in preds], confidence=[p.confidence for p in preds],
+                predict_seconds=seconds, meta={"n_train": fitted.n_train, "train_capped": capped, "stratified": True},
+            )
+            ledger = getattr(engine, "ledger_", None)  # made by the first call
+            after = ledger.to_dict() if ledger is not None else {}
+        advance(1)
+        calls = max(int(after.get("calls", 0)) - int(before.get("calls", 0)), 0)
+
+        def spent(key: str) -> float:
+            return float(after.get(key, 0) or 0) - float(before.get(key, 0) or 0)
+
+        latency = [p.latency_ms for p in preds if p.latency_ms]
+        m = run.metrics()
+        tokens = {"input": spent("prompt_tokens") / max(calls, 1), "cached": spent("cached_tokens") / max(calls, 1),
+                  "output": spent("completion_tokens") / max(calls, 1)}
+        cost = spent("cost_usd")
+        cost_source = "the price table's models: entry (engine ledger)"
+        if cost == 0 and calls:
+            # The ledger prices only models named in the table; an unlisted one is priced at the hosted-LLM rates.
+            cost = calls * prices.llm_cost(tokens["input"], tokens["output"], tokens["cached"])
+            cost_source = f"not under models: in the price table; priced at llm_api rates ({prices.llm_model})"
+        return {
+            "engine": spec.display, "params": {k: v for k, v in spec.params.items() if k != "api_key"},
+            "run_id": run.run_id, "n": run.n, "categories": int(len(set(self.data.labels[sample].tolist()))),
+            "accuracy": m["accuracy"], "coverage": m["coverage"], "answered_accuracy": m["answered_accuracy"],
+            "calls": calls, "cache_hits": int(spent("cache_hits")), "tokens_per_call": tokens,
+            "latency_p50_ms": float(np.percentile(latency, 50)) if latency else None,
+            "latency_p95_ms": float(np.percentile(latency, 95)) if latency else None,
+            "seconds": seconds, "cost_usd": cost, "cost_per_1000": 1000 * cost / max(run.n, 1),
+            "monthly_cost": cost / max(run.n, 1) * self.settings.volume,
+            "cost_source": cost_source,
+        }
+
     # ----- the combination ------------------------------------------------------------
     def cascade(self) -> list[dict[str, Any]]:
         """Cheap first, expensive when unsure: every `cascade` engine of the comparison, for each target accuracy.

@@ -38,8 +38,12 @@ def run_compare(
     progress: Progress | None = None,
     notes: Sequence[str] = (),
     write_report: bool = True,
+    endpoints: Sequence[EngineSpec] = (),
 ) -> dict[str, Any]:
     """Run the four experiments and return the results dict (also written to `out_dir/results.json`).
+
+    `endpoints`: LLM engines (e.g. an OpenAI-compatible server) measured once on a stratified sample of the
+    test set (`Comparison.measure_endpoint`) instead of running every experiment.
 
     With a `store`, every prediction is stored under its run id; the results
     name those run ids, so each figure can be recomputed from the two.
@@ -58,6 +62,7 @@ def run_compare(
     events = cmp.taxonomy_events()
     llm_tokens = _measured_llm_tokens(cmp)
     costs = cmp.cost_speed(prices, bt, llm_tokens=llm_tokens)
+    measured = [cmp.measure_endpoint(spec, prices) for spec in endpoints]
     results: dict[str, Any] = {
         "schema": SCHEMA_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -73,6 +78,7 @@ def run_compare(
         "backtest": bt,
         "events": events,
         "cost_speed": costs,
+        "llm_measured": measured,
         "cascade": cmp.cascade(),
         "calibration": _calibration(cmp),
         "confusions": _confusions(cmp),

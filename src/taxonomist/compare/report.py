@@ -323,6 +323,7 @@ def answers(results: dict[str, Any]) -> dict[str, str]:
                 continue
             lines.append(f"Break-even between {pair['a']} and {pair['b']}: {volume(pair['volume'])} items/month "
                          f"(above it {pair['cheaper_above']} is cheaper).")
+    lines += _measured_sentences(results)
     out["cost"] = "\n".join(lines)
     out["recommendation"] = _recommendation(results, trained, retrieval)
     return out
@@ -520,6 +521,10 @@ def first_screen(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                 vals[e] = f"{volume(pair['volume'])}/month" if pair else "none (one is cheaper at every volume)"
             row(q3, f"break-even vs {api['approach']}, {money(api['fixed_per_month'] + api['per_item'] * vol)}/month at {vol:,} "
                     f"(priced, accuracy not measured)", vals)
+    for m in results.get("llm_measured") or []:
+        rows.append(["measured LLM", f"{m['engine']}: accuracy {cell(m['accuracy'], m['n'])} on a stratified sample of {m['n']} "
+                     f"({m['categories']} categories); p50 {_ms(m['latency_p50_ms'])}; {money(m['cost_per_1000'])} per 1,000; "
+                     f"{money(m['monthly_cost'])}/month at {vol:,}", *["" for _ in engines]])
     review = unc.get("review") or {}
     if review:
         target = next(iter(review.values()))["target"]
@@ -669,6 +674,12 @@ def _sections(results: dict[str, Any]) -> list[tuple[str, list[str], list[tuple[
         rows = [[p["a"], p["b"], volume(p["volume"]), p["cheaper_above"]] for p in cs["break_even"]]
         t3 = _table(["approach A", "approach B", "break-even items/month", "cheaper above it"], rows)
         out.append(("4. Cost and speed", [_cost_chart(results)], [t1, t2, t3]))
+    if results.get("llm_measured"):
+        rows = [[m["engine"], m["n"], cell(m["accuracy"], m["n"]), pct(m["coverage"]), _ms(m["latency_p50_ms"]), _ms(m["latency_p95_ms"]),
+                 f"{m['tokens_per_call']['input']:.0f} / {m['tokens_per_call']['output']:.0f}", money(m["cost_per_1000"]), m["cost_source"]]
+                for m in results["llm_measured"]]
+        out.append(("Measured LLM endpoints", [], [_table(["endpoint", "records (stratified)", "accuracy [95% CI]", "answered", "p50",
+                                                           "p95", "tokens in / out per call", "cost per 1,000", "priced from"], rows)]))
     if results.get("calibration"):
         rows = [[e, b["n"], f"{b['ece']:.3f}"] for e, b in results["calibration"].items()]
         out.append(("Calibration", [_reliability_chart(results)], [_table(["engine", "records", "ECE"], rows)]))
@@ -680,6 +691,21 @@ def _sections(results: dict[str, Any]) -> list[tuple[str, list[str], list[tuple[
         out.append(("Top confusions", [], tables[:3]))
     if results.get("cascade"):
         out.append(("Cheap first, expensive when unsure", [], [_cascade_table(c) for c in results["cascade"]]))
+    return out
+
+
+def _ms(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:,.0f} ms"
+
+
+def _measured_sentences(results: dict[str, Any]) -> list[str]:
+    out = []
+    for m in results.get("llm_measured") or []:
+        t = m["tokens_per_call"]
+        out.append(f"{m['engine']}, measured on a stratified sample of {m['n']} test records ({m['categories']} categories): accuracy "
+                   f"{pci(m['accuracy'], m['n'])}, answered {pct(m['coverage'])}; latency p50 {_ms(m['latency_p50_ms'])}, p95 "
+                   f"{_ms(m['latency_p95_ms'])}; {t['input']:.0f} input + {t['output']:.0f} output tokens a call over {m['calls']} calls; "
+                   f"{money(m['cost_per_1000'])} per 1,000 records ({m['cost_source']}).")
     return out
 
 
