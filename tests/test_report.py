@@ -215,3 +215,47 @@ def test_report_holds_no_record_text(report_dir):
     # Record text is PHI: the report shows codes and numbers, never the records.
     html = (report_dir / "report.html").read_text() + (report_dir / "results.json").read_text()
     assert "audio only fq" not in html and "w1x1 " not in html
+
+
+def test_charts_have_titles_and_text_alternatives(report_dir):
+    html = (report_dir / "report.html").read_text()
+    charts = re.findall(r"<svg\b.*?</svg>", html, flags=re.S)
+    assert len(charts) >= 6
+    for svg in charts:
+        assert re.search(r"<title>[^<]+</title>", svg) and "role=\"img\"" in svg
+        if "no data" not in svg:
+            assert re.search(r"<desc>[^<]*\bat\b[^<]*</desc>", svg)
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.mark.browser
+def test_report_renders_in_headless_chromium_with_the_three_questions_first(report_dir):
+    # Debian's chromium through Playwright, launched as tests/test_web.py does; nothing is fetched from elsewhere.
+    import os
+    from pathlib import Path
+
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("Debian's chromium is not installed at /usr/bin/chromium (apt-get install -y chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from .test_web import ARGS, IMG
+
+    requests: list[str] = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto((report_dir / "report.html").as_uri())
+            headings = page.locator("h2").all_inner_texts()
+            assert headings[:3] == ["The three questions", "Recommendation", "Details"]
+            first = page.locator("table").first
+            assert first.locator("thead th").all_inner_texts()[:2] == ["question", "figure"]
+            assert first.is_visible() and first.bounding_box()["y"] < 900  # on the first screen
+            assert page.locator("svg title").count() >= 6
+            IMG.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(Path(IMG) / "report_first_screen.png"))
+        finally:
+            browser.close()
+    assert all(u.startswith("file://") for u in requests), requests

@@ -73,6 +73,20 @@ def _fmt(v: float, log: bool) -> str:
     return f"{v:g}"
 
 
+def describe(series: Sequence[Series], x_label: str, y_label: str) -> str:
+    """The chart's text alternative: each series from its first to its last point."""
+    def num(v: float) -> str:
+        return f"{v:.3g}"
+
+    parts = []
+    for s in series:
+        pts = [(x, y) for x, y in zip(s.xs, s.ys) if y is not None]
+        if pts:
+            (x0, y0), (x1, y1) = pts[0], pts[-1]
+            parts.append(f"{s.label}: {y_label} {num(y0)} at {x_label} {num(x0)} to {num(y1)} at {num(x1)} ({len(pts)} points)")
+    return "; ".join(parts) or "no data"
+
+
 def line_chart(
     series: Sequence[Series],
     *,
@@ -94,7 +108,8 @@ def line_chart(
     xs = [x for s in series for x, y in zip(s.xs, s.ys) if y is not None] + [m.x for m in markers]
     ys = [y for s in series for y in s.ys if y is not None]
     if not xs or not ys:
-        return f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="60"><text x="10" y="30">{escape(title)}: no data</text></svg>'
+        return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="60" role="img"><title>{escape(title)}: no data</title>'
+                f'<text x="10" y="30">{escape(title)}: no data</text></svg>')
     x_lo, x_hi = min(xs), max(xs)
     if x_log:
         x_lo, x_hi = max(x_lo, 1e-9), max(x_hi, x_lo * 10)
@@ -114,6 +129,7 @@ def line_chart(
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
         f'font-family="sans-serif" font-size="11" role="img" aria-label="{escape(title)}">',
+        f"<title>{escape(title)}</title><desc>{escape(describe(series, x_label, y_label))}</desc>",
         f'<text x="{left}" y="16" font-size="13" font-weight="bold">{escape(title)}</text>',
         f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>',
     ]
