@@ -269,3 +269,14 @@ def test_cli_llm_endpoint_needs_url_and_model(tmp_path, capsys):
     assert run_cli(["compare", "--data", str(data), "--out", str(tmp_path / "out"), "--engines", "tfidf",
                     "--llm-base-url", "http://127.0.0.1:9/v1"]) == 1
     assert "--llm-base-url and --llm-model go together" in capsys.readouterr().err
+
+
+def test_show_text_puts_record_text_next_to_confused_ids_only_when_asked(tmp_path):
+    data = load_dataset(DATA / "banking77_small_train.csv")  # 77 intents: confusions to show
+    small = Settings(seeds=1, ks=("all",), latency_items=5, throughput_items=20, show_text=True)
+    results = run_compare(data, None, [EngineSpec("tfidf")], out_dir=tmp_path / "out", settings=small)
+    pairs = results["confusions"]["tfidf"]["pairs"]
+    assert pairs and all(len(p["texts"]) == len(p["record_ids"]) for p in pairs)
+    by_id = dict(zip(data.ids.tolist(), data.texts.tolist()))
+    assert pairs[0]["texts"][0] == by_id[pairs[0]["record_ids"][0]]
+    assert "text (--show-text)" in (tmp_path / "out" / "report.md").read_text()

@@ -259,3 +259,27 @@ def test_report_renders_in_headless_chromium_with_the_three_questions_first(repo
         finally:
             browser.close()
     assert all(u.startswith("file://") for u in requests), requests
+
+
+def test_per_category_recall_precision_and_confused_ids_recompute_from_the_store(report_dir):
+    results = json.loads((report_dir / "results.json").read_text())
+    with Store.open(report_dir / "compare.db") as store:
+        truth = store.current_labels()
+        for engine, body in results["confusions"].items():
+            rows = store.predictions(run_id=body["run_id"])
+            pairs = [(truth[r["record_id"]], r["category"], r["record_id"]) for r in rows]
+            for c in body["per_category"]:
+                n_true = sum(t == c["category"] for t, _, _ in pairs)
+                n_pred = sum(p == c["category"] for _, p, _ in pairs)
+                tp = sum(t == p == c["category"] for t, p, _ in pairs)
+                assert (c["n"], c["predicted"]) == (n_true, n_pred), (engine, c["category"])
+                if n_true:
+                    assert c["recall"]["value"] == pytest.approx(tp / n_true)
+                    assert [c["recall"]["lo"], c["recall"]["hi"]] == pytest.approx(_wilson(tp / n_true, n_true))
+                if n_pred:
+                    assert c["precision"]["value"] == pytest.approx(tp / n_pred)
+            for p in body["pairs"]:
+                wrong = sorted(i for t, q, i in pairs if (t, q) == (p["true"], p["predicted"]))
+                assert p["count"] == len(wrong) and set(p["record_ids"]) <= set(wrong) and "texts" not in p
+    md = (report_dir / "report.md").read_text()
+    assert "## Per-category errors" in md and "record ids (first 5)" in md and "text (--show-text)" not in md

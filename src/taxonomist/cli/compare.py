@@ -82,6 +82,7 @@ def compare(
     text_fields: Annotated[str, typer.Option("--text-fields", help="Structured columns to prepend to the text, comma-separated (default none).")] = "",
     new_category: Annotated[Optional[str], typer.Option("--new-category", help="Category the new-category replay introduces (default: the one first seen after the training period with the most records).")] = None,
     volume: Annotated[int, typer.Option("--volume", min=1, help="Items a month to price each approach at on the first screen.")] = 20000,
+    show_text: Annotated[bool, typer.Option("--show-text", help="Put record text next to the ids of the most confused pairs (off by default: record text is protected health information and the report may travel).")] = False,
     llm_base_url: Annotated[Optional[str], typer.Option("--llm-base-url", help="An OpenAI-compatible endpoint (e.g. http://127.0.0.1:8080/v1) to measure on a stratified sample of --llm-sample test records.")] = None,
     llm_model: Annotated[Optional[str], typer.Option("--llm-model", help="Model name at --llm-base-url.")] = None,
     llm_api_key_env: Annotated[str, typer.Option("--llm-api-key-env", help="Environment variable holding the endpoint's API key (never the key itself; local servers need none).")] = "OPENAI_API_KEY",
@@ -124,7 +125,8 @@ def compare(
     store = open_store(db or out / "compare.db")
     try:
         with progress_callback() as cb:
-            settings = replace(settings_for(budget, seeds=seeds), new_category=new_category, volume=volume)
+            settings = replace(settings_for(budget, seeds=seeds), new_category=new_category, volume=volume,
+                               show_text=show_text)
             results = run_compare(dataset, tax, specs, out_dir=out, settings=settings,
                                   prices=load_prices(prices), store=store, second_network=second, progress=cb,
                                   endpoints=endpoints)

@@ -118,6 +118,8 @@ class Settings:
     volume: int = 20000
     #: The accuracy on answered records the review share is quoted at.
     review_target: float = 0.95
+    #: Put record text next to the record ids of the most confused pairs (off: the report may travel; text is PHI).
+    show_text: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..taxonomy import Crosswalk, Taxonomy
+from ..taxonomy import ABSTAIN, Crosswalk, Taxonomy
 from . import _scores
 from . import _uncertainty as U
 from .costs import PriceTable, load_prices
@@ -184,18 +184,35 @@ def _calibration(cmp: Comparison) -> dict[str, Any]:
     return out
 
 
-def _confusions(cmp: Comparison, top: int = 10) -> dict[str, Any]:
+def _confusions(cmp: Comparison, top: int = 10, examples: int = 5) -> dict[str, Any]:
+    """Per engine (all examples, seed 0): the most confused pairs with record ids, and recall/precision per category.
+
+    Record text (PHI) is added to a pair only with `Settings.show_text` (`compare --show-text`): the report may travel.
+    """
     out = {}
     for spec, r in _full_data_runs(cmp):
-        counts: dict[tuple[str, str], int] = {}
-        for t, p in zip(r.y_true.tolist(), r.y_pred.tolist()):
+        counts: dict[tuple[str, str], list[str]] = {}
+        for i, t, p in zip(r.ids.tolist(), r.y_true.tolist(), r.y_pred.tolist()):
             if t != p:
-                counts[(t, p)] = counts.get((t, p), 0) + 1
-        pairs = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
-        out[spec.display] = {"run_id": r.run_id, "n": r.n, "pairs": [
-            {"true": t, "predicted": p, "count": c, "true_name": _name(cmp.taxonomy, t), "predicted_name": _name(cmp.taxonomy, p)}
-            for (t, p), c in pairs
-        ]}
+                counts.setdefault((t, p), []).append(str(i))
+        pairs = sorted(counts.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:top]
+        rows = []
+        for (t, p), ids in pairs:
+            row = {"true": t, "predicted": p, "count": len(ids), "true_name": _name(cmp.taxonomy, t),
+                   "predicted_name": _name(cmp.taxonomy, p), "record_ids": ids[:examples]}
+            if cmp.settings.show_text:
+                where = {str(x): j for j, x in enumerate(cmp.data.ids.tolist())}
+                row["texts"] = [str(cmp.data.texts[where[x]]) for x in ids[:examples] if x in where]
+            rows.append(row)
+        per_category = []
+        for c in sorted(set(r.y_true.tolist()) | (set(r.y_pred.tolist()) - {ABSTAIN})):
+            n_true = int((r.y_true == c).sum())
+            n_pred = int((r.y_pred == c).sum())
+            tp = int(((r.y_true == c) & (r.y_pred == c)).sum())
+            per_category.append({"category": c, "name": _name(cmp.taxonomy, c), "n": n_true, "predicted": n_pred,
+                                 "recall": U.proportion(tp / n_true, n_true) if n_true else None,
+                                 "precision": U.proportion(tp / n_pred, n_pred) if n_pred else None})
+        out[spec.display] = {"run_id": r.run_id, "n": r.n, "pairs": rows, "per_category": per_category}
     return out
 
 

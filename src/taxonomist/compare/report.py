@@ -686,9 +686,22 @@ def _sections(results: dict[str, Any]) -> list[tuple[str, list[str], list[tuple[
     if results.get("confusions"):
         tables = []
         for e, b in results["confusions"].items():
-            rows = [[f"{p['true']} {p['true_name']}", f"{p['predicted']} {p['predicted_name']}", p["count"]] for p in b["pairs"]]
-            tables.append(_table([f"{e}: true", "predicted", "count"], rows))
+            show = any("texts" in p for p in b["pairs"])
+            rows = [[f"{p['true']} {p['true_name']}", f"{p['predicted']} {p['predicted_name']}", p["count"],
+                     ", ".join(p.get("record_ids", []))] + ([" | ".join(p.get("texts", []))] if show else []) for p in b["pairs"]]
+            tables.append(_table([f"{e}: true", "predicted", "count", "record ids (first 5)"] + (["text (--show-text)"] if show else []), rows))
         out.append(("Top confusions", [], tables[:3]))
+        tables = []
+        for e, b in results["confusions"].items():
+            def pr(x: dict[str, Any] | None) -> str:
+                return "-" if x is None else cell(x["value"], x["n"])
+
+            rows = [[f"{c['category']} {c['name']}" if c["name"] != c["category"] else c["category"], c["n"], pr(c["recall"]),
+                     c["predicted"], pr(c["precision"])] for c in b.get("per_category", [])]
+            if rows:
+                tables.append(_table([f"{e}: category", "records", "recall [95% CI]", "predicted", "precision [95% CI]"], rows))
+        if tables:
+            out.append(("Per-category errors", [], tables))
     if results.get("cascade"):
         out.append(("Cheap first, expensive when unsure", [], [_cascade_table(c) for c in results["cascade"]]))
     return out
