@@ -64,3 +64,28 @@ def test_demo_help_is_the_reference(capsys):
         assert exc.code in (0, None)
     out = capsys.readouterr().out
     assert "--records" in out and "10 minutes" in out
+
+
+def test_generated_records_say_whether_their_text_determines_the_category():
+    from taxonomist.demo_data import generate_records
+    from taxonomist.demo_data._generator import accuracy_ceiling
+
+    r = generate_records(records=3000, seed=5)
+    td = r["text_determines"]
+    assert {type(x) for x in td} == {bool}
+    assert all(not d for d, noisy in zip(td, r["label_is_noise"]) if noisy)  # a wrong label is never determined
+    generic = [d for d, c, rarc, noisy in zip(td, r["carc"], r["rarcs"], r["label_is_noise"])
+               if c in ("16", "A1", "96") and not rarc and not noisy]
+    assert generic and 0 < sum(generic) < len(generic)  # generic codes: determined only by a specific remark
+    share = sum(td) / len(td)
+    ceiling = accuracy_ceiling(td, r["label"], list(zip(r["group_code"], r["carc"], r["rarcs"], r["payer"])))
+    assert 0.5 < share < ceiling < 1.0
+
+
+def test_demo_report_shows_each_engine_against_the_accuracy_ceiling(demo_run):
+    out, results, _, _ = demo_run
+    c = results["ceiling"]["engines"]["tfidf"]
+    assert c["distance"] == c["ceiling"] - c["accuracy"]
+    assert c["accuracy_determined"]["value"] > c["accuracy_other"]["value"]  # the ambiguous records are where it fails
+    assert "Accuracy ceiling: about" in (out / "data" / "DATACARD.md").read_text()
+    assert "distance to the accuracy ceiling" in (out / "report.md").read_text()

@@ -131,6 +131,12 @@ def load_dataset(
             raise ExperimentError(f"'{p}': column 'month' must hold whole numbers (1 = first month)") from None
     elif "date" in columns:
         months = _months_from_dates([r.get("date") for r in rows], str(p))
+    extra_cols: dict[str, Any] = {}
+    if rows and all("text_determines" in r for r in rows):
+        # Generated data records whether a record's text determines its category: the report's accuracy ceiling.
+        extra_cols["text_determines"] = np.array([str(r["text_determines"]).strip().lower() in ("true", "1") for r in rows], dtype=bool)
+        extra_cols["pattern"] = np.array(["|".join(str(r.get(c, "")) for c in ("group_code", "carc", "rarcs", "payer")) for r in rows],
+                                         dtype=object)
     return Dataset(
         name=name or p.stem,
         ids=np.array(ids, dtype=object),
@@ -139,5 +145,5 @@ def load_dataset(
         months=months,
         source=str(p),
         extra={"text_fields": list(text_fields), "rejected": len(result.rejects),
-               "rejects": [{"line": r.line, "reason": r.reason} for r in result.rejects[:20]]},
+               "rejects": [{"line": r.line, "reason": r.reason} for r in result.rejects[:20]], **extra_cols},
     )

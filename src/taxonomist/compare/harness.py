@@ -83,6 +83,7 @@ def run_compare(
         "calibration": _calibration(cmp),
         "confusions": _confusions(cmp),
         "uncertainty": _uncertainty(cmp, bt),
+        "ceiling": _ceiling(cmp),
         "skipped": cmp.skipped,
         "notes": [*cmp.notes, *notes],
         "store": {"url": str(getattr(store, "url", "")) if store is not None else None},
@@ -214,6 +215,34 @@ def _confusions(cmp: Comparison, top: int = 10, examples: int = 5) -> dict[str, 
                                  "precision": U.proportion(tp / n_pred, n_pred) if n_pred else None})
         out[spec.display] = {"run_id": r.run_id, "n": r.n, "pairs": rows, "per_category": per_category}
     return out
+
+
+def _ceiling(cmp: Comparison) -> dict[str, Any] | None:
+    """Generated data only: each engine's distance to the accuracy a perfect reader of the text could reach.
+
+    On the records an engine was scored on (all examples, seed 0): the ceiling counts every record whose text
+    determines its category and, among the others, those whose label is the most common of their code pattern
+    (`demo_data.accuracy_ceiling`, the data card's figure).
+    """
+    extra = cmp.data.extra
+    if "text_determines" not in extra:
+        return None
+    from ..demo_data._generator import accuracy_ceiling
+
+    where = {str(i): j for j, i in enumerate(cmp.data.ids.tolist())}
+    out = {}
+    for spec, r in _full_data_runs(cmp):
+        rows = np.array([where[str(i)] for i in r.ids.tolist()], dtype=int)
+        det = extra["text_determines"][rows]
+        ceiling = accuracy_ceiling(det.tolist(), cmp.data.labels[rows].tolist(), extra["pattern"][rows].tolist())
+        acc = float(r.correct.mean())
+        out[spec.display] = {
+            "run_id": r.run_id, "n": r.n, "ceiling": ceiling, "accuracy": acc, "distance": ceiling - acc,
+            "determined_share": float(det.mean()),
+            "accuracy_determined": U.proportion(float(r.correct[det].mean()), int(det.sum())) if det.any() else None,
+            "accuracy_other": U.proportion(float(r.correct[~det].mean()), int((~det).sum())) if (~det).any() else None,
+        }
+    return {"engines": out}
 
 
 def _uncertainty(cmp: Comparison, backtest: dict[str, Any] | None) -> dict[str, Any]:

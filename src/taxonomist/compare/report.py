@@ -242,6 +242,12 @@ def answers(results: dict[str, Any]) -> dict[str, str]:
         sentence = _crossover_sentence(results, c)
         if sentence:
             lines.append(sentence)
+    for e, c in ((results.get("ceiling") or {}).get("engines") or {}).items():
+        det, other = c["accuracy_determined"], c["accuracy_other"]
+        lines.append(f"  {e} is {100 * c['distance']:.1f} pts below the accuracy ceiling of {pct(c['ceiling'])} on its {c['n']:,} records "
+                     f"({pct(c['determined_share'])} have text that determines their category"
+                     + (f"; on those it scores {pci(det['value'], det['n'])}" if det else "")
+                     + (f", on the rest {pci(other['value'], other['n'])}" if other else "") + ").")
     out["examples"] = "\n".join(lines)
 
     # 2. Six months later?
@@ -476,6 +482,12 @@ def first_screen(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     curves = results["learning_curve"]["curves"]
     row(q2, "accuracy with all examples", {e: cell(p["accuracy"], p["n_test"]) for e in engines
                                            for p in curves.get(e, []) if p["k"] == "all"})
+    ceil = (results.get("ceiling") or {}).get("engines") or {}
+    if ceil:
+        row(q2, "distance to the accuracy ceiling (text that determines the category; generated data)",
+            {e: f"{100 * c['distance']:.1f} pts below {pct(c['ceiling'])}; {cell(c['accuracy_determined']['value'], c['accuracy_determined']['n'])} "
+                f"on determined records" if c["accuracy_determined"] else f"{100 * c['distance']:.1f} pts below {pct(c['ceiling'])}"
+             for e, c in ceil.items()})
     for c in results["learning_curve"]["crossover"]:
         ci = crossover_interval(results, c["trained"], c["retrieval"])
         last = ci["points"][-1] if ci["points"] else None

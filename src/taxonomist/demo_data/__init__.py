@@ -199,7 +199,7 @@ def _write_table(cols: dict[str, list], columns: tuple[str, ...], stem: Path) ->
 
     types = {
         "month": pa.int16(), "line": pa.int16(), "billed_amount": pa.float64(), "paid_amount": pa.float64(),
-        "adjustment_amount": pa.float64(), "label_is_noise": pa.bool_(),
+        "adjustment_amount": pa.float64(), "label_is_noise": pa.bool_(), "text_determines": pa.bool_(),
     }
     table = pa.table({c: pa.array(cols[c], type=types.get(c, pa.string())) for c in columns})
     pq.write_table(table, stem.with_suffix(".parquet"), compression="zstd", write_statistics=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from ..taxonomy import Taxonomy
-from ._generator import Events, Knobs, month_start
+from ._generator import Events, Knobs, accuracy_ceiling, month_start
 from ._network_b import AMBIGUOUS, THEIR_CODES, network_b_crosswalk
 from ._payers import PAYERS
 
@@ -27,6 +27,9 @@ def data_card(
     after = Counter(lab for lab, m in zip(ours["label"], ours["month"]) if m >= events.new_category_month)
     noise = sum(ours["label_is_noise"])
     dups = sum(1 for d in ours["near_duplicate_of"] if d)
+    determined = sum(bool(x) for x in ours["text_determines"])
+    ceiling = accuracy_ceiling(ours["text_determines"], ours["label"],
+                               list(zip(ours["group_code"], ours["carc"], ours["rarcs"], ours["payer"])))
     generic = sum(1 for g, c, r in zip(ours["group_code"], ours["carc"], ours["rarcs"]) if c in ("16", "A1", "96") and not r)
     drift = events.wording_drift_month
     pos10 = [m for m, p in zip(ours["month"], ours["pos"]) if p == "10"]
@@ -67,6 +70,11 @@ def data_card(
         "edits (typo, resubmission note); `near_duplicate_of` names the original id. Split by time, or keep each copy "
         "on the same side as its original, or a random split leaks them.",
         "- Typos, abbreviations (pt, mbr, auth, w/o, DOS), capitals, boilerplate tails, varied lengths.",
+        f"- **Accuracy ceiling: about {100 * ceiling:.1f}%.** {determined:,} records ({_pct(determined, n)}) have text "
+        "that determines their category (column `text_determines`); the others carry generic or family-level codes "
+        "with a generic or vague remark, or a noisy label, so the same pattern comes from several categories and a "
+        "perfect reader can only guess the most common category of its codes (group, CARC, RARCs, payer). "
+        "`taxonomist compare` shows each engine's distance to this ceiling on its test records.",
         "",
         "## Events (dates)",
         f"- **Month {drift} ({month_start(drift):%Y-%m}), wording drift**: CARC 197 text becomes "
@@ -157,7 +165,7 @@ def data_card(
         "## Files",
         "- `denials.parquet`, `denials.csv`: our records (columns: id, date, month, payer, network, claim_id, "
         "line, cpt, modifiers, pos, billed_amount, paid_amount, adjustment_amount, group_code, carc, rarcs, "
-        "remark, text, label, label_is_noise, near_duplicate_of). `adjustment_amount` is the main CAS amount; "
+        "remark, text, label, label_is_noise, near_duplicate_of, text_determines). `adjustment_amount` is the main CAS amount; "
         "billed - adjustment - paid is a contractual CO-45 remainder in the 835.",
         "- `taxonomy.yaml`, `network_b.parquet`/`.csv`, `network_b_taxonomy.yaml`, `crosswalk_network_b.yaml`, "
         "this card." + (f" `denials.835`: the first {x12_records:,} records as an X12 835 5010 file." if x12_records else ""),

@@ -28,7 +28,7 @@ START = dt.date(2024, 1, 1)
 COLUMNS = (
     "id", "date", "month", "payer", "network", "claim_id", "line", "cpt", "modifiers", "pos",
     "billed_amount", "paid_amount", "adjustment_amount", "group_code", "carc", "rarcs", "remark",
-    "text", "label", "label_is_noise", "near_duplicate_of",
+    "text", "label", "label_is_noise", "near_duplicate_of", "text_determines",
 )
 
 
@@ -322,10 +322,14 @@ def draw_records(
         fam = family.get("G" if c == "AUDIO" else c[0])
         # -- codes
         grp, reason, rem = group_code[i], carc[i], rarcs[i]
+        # Codes that name only "some denial" (generic) or only the family say nothing about the category.
+        vague_codes = False
         if c not in ("J1", "J2", "J3", "I3", "B4") and u_generic_code[i] < gc_rate:
             grp, reason, rem = GENERIC_CODES[gpick[i]][:3]
+            vague_codes = True
         elif fam and u_family[i] < fam_rate:
             grp, reason, rem = fam[int(u_family_pick[i] * len(fam))]
+            vague_codes = True
         elif rem and u_drop_rarc[i] < p.drop_rarc_rate:
             rem = ""
         # -- service
@@ -389,11 +393,13 @@ def draw_records(
         not_denial = c[0] == "J"
         new_wording = rewritten or adopted
         family_code = (events.new_category_parent if c == "AUDIO" else c)[0]
+        specific_remark = False
         if u_generic_remark[i] < p.generic_remark_rate * gscale and not not_denial:
             remark = pyr.choice(GENERIC_V2) if new_wording else pyr.choice(tpl.generic)
         elif u_vague[i] < knobs.vague_remark_rate:
             remark = pyr.choice(VAGUE_V2[family_code]) if new_wording else pyr.choice(tpl.vague[family_code])
         else:
+            specific_remark = True
             phrasings = tpl.v2[c] if (rewritten or adopted) else tpl.v1[c]
             remark = pyr.choice(phrasings)
         prefixes = p.rewrite_prefixes if rewritten and not not_denial else p.prefixes
@@ -442,6 +448,9 @@ def draw_records(
         row["label"][i] = label[i]
         row["label_is_noise"][i] = False
         row["near_duplicate_of"][i] = ""
+        # The rendered text determines the category unless both its codes and its remark are generic or family-level
+        # (the same pattern then comes from several categories); label noise is decided after this.
+        row["text_determines"][i] = (not vague_codes) or specific_remark
         if on_progress is not None and i % step == step - 1:
             on_progress(step)
 
@@ -462,7 +471,7 @@ def _near_duplicates(
     n = len(out["id"])
     dups = np.nonzero(rng.random(n) < knobs.near_duplicate_rate)[0]
     copy = ("payer", "cpt", "modifiers", "pos", "billed_amount", "paid_amount", "adjustment_amount",
-            "group_code", "carc", "rarcs", "remark", "label", "concept")
+            "group_code", "carc", "rarcs", "remark", "label", "concept", "text_determines")
     for i in dups:
         if i < 5 or out["line"][i] != 1:
             continue
@@ -488,6 +497,19 @@ def _near_duplicates(
             out["label"][i] = events.new_category if late else events.new_category_parent
 
 
+def accuracy_ceiling(text_determines: list, labels: list, patterns: list) -> float:
+    """The best accuracy any reader of the text can reach: every record whose text determines its category, plus,
+    among the others, those whose label is the most common one of their pattern (the best guess)."""
+    from collections import Counter
+
+    groups: dict = {}
+    for ok, lab, pat in zip(text_determines, labels, patterns):
+        if not ok:
+            groups.setdefault(pat, Counter())[lab] += 1
+    guessed = sum(c.most_common(1)[0][1] for c in groups.values())
+    return (sum(bool(x) for x in text_determines) + guessed) / max(len(labels), 1)
+
+
 def confusable(code: str) -> list[str]:
     """Categories a tired analyst mixes up with `code`: those sharing a CARC, else the same group."""
     mine = {c[1] for c in SPECS[code].codes} if code in SPECS else set()
@@ -507,3 +529,4 @@ def _label_noise(out: dict[str, list], rng: np.random.Generator, knobs: Knobs) -
         options = cache.setdefault(true, confusable(true) or [k for k in SPECS if k != true])
         out["label"][i] = options[int(u * len(options))]
         out["label_is_noise"][i] = True
+        out["text_determines"][i] = False  # a mislabelled record: its text points at the other category
