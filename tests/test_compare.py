@@ -280,3 +280,38 @@ def test_show_text_puts_record_text_next_to_confused_ids_only_when_asked(tmp_pat
     by_id = dict(zip(data.ids.tolist(), data.texts.tolist()))
     assert pairs[0]["texts"][0] == by_id[pairs[0]["record_ids"][0]]
     assert "text (--show-text)" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_an_interrupted_compare_resumes_from_the_cells_already_stored(tmp_path):
+    # Ctrl-C arrives as KeyboardInterrupt; here it is raised from the progress hook part-way through the backtest.
+    data = load_dataset(write_dated(tmp_path / "r.csv", n=900, seed=8))
+    small = Settings(seeds=1, ks=(5, "all"), backtest_per_month=30, new_category_ks=(1, 5), new_category_eval=40,
+                     general_eval=60, latency_items=5, throughput_items=20)
+
+    def interrupt_in_backtest(description, total):
+        count = [0]
+
+        def advance(n=1):
+            count[0] += n
+            if description.startswith("backtest") and count[0] >= 10:
+                raise KeyboardInterrupt
+
+        return advance
+
+    store = open_store(tmp_path / "out" / "compare.db")
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_compare(data, None, [EngineSpec("tfidf")], out_dir=tmp_path / "out", settings=small, store=store,
+                        progress=interrupt_in_backtest)
+        finished = [r for r in store.runs() if r["kind"].startswith("compare:") and r["status"] == "ok"]
+        assert len(finished) >= 10
+        resumed = run_compare(data, None, [EngineSpec("tfidf")], out_dir=tmp_path / "out", settings=small, store=store)
+    finally:
+        store.close()
+    assert resumed["resumed"] == len(finished)  # every finished cell reused, none recomputed
+    fresh = run_compare(data, None, [EngineSpec("tfidf")], out_dir=tmp_path / "fresh", settings=small)
+    assert fresh["resumed"] == 0
+    by_key = {h["key"]: h["value"] for h in fresh["headline"] if "runs" in h}
+    for h in resumed["headline"]:
+        if "runs" in h:
+            assert h["value"] == pytest.approx(by_key[h["key"]], abs=1e-12), h["key"]

@@ -139,14 +139,45 @@ def _key(idx: np.ndarray, *extra: Any) -> str:
     return h.hexdigest()[:16]
 
 
-@dataclass
 class _Fitted:
-    engine: Engine
-    spec: EngineSpec
-    model_id: str
-    n_train: int
-    train_seconds: float
-    capped: bool
+    """An engine fitted on demand: a comparison resumed from its store skips fits whose runs are all stored.
+
+    `model_id` and `train_seconds` come from the fit, or, before it, from a stored run of the same cell.
+    """
+
+    def __init__(self, spec: EngineSpec, n_train: int, capped: bool, key: str, fit: Callable[[], tuple[Engine, float]]) -> None:
+        self.spec, self.n_train, self.capped, self.key = spec, n_train, capped, key
+        self._do_fit = fit
+        self._engine: Engine | None = None
+        self._model_id: str | None = None
+        self._train_seconds: float | None = None
+
+    @property
+    def fitted(self) -> bool:
+        return self._engine is not None
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine, self._train_seconds = self._do_fit()
+            self._model_id = _model_id(self._engine, self.spec)
+        return self._engine
+
+    @property
+    def model_id(self) -> str:
+        if self._model_id is None:
+            self.engine
+        return str(self._model_id)
+
+    @property
+    def train_seconds(self) -> float:
+        if self._train_seconds is None:
+            self.engine
+        return float(self._train_seconds or 0.0)
+
+    def restored(self, model_id: str, train_seconds: float) -> None:
+        if self._engine is None and self._model_id is None:
+            self._model_id, self._train_seconds = model_id, float(train_seconds)
 
 
 class Comparison:
@@ -187,6 +218,7 @@ class Comparison:
         self.skipped: list[dict[str, str]] = []
         self.timings: dict[str, float] = {}
         self._fits: dict[tuple[str, str], _Fitted] = {}
+        self.resumed = 0  # cells taken from the store instead of recomputed
         self._evals: dict[tuple[int, str], EvalRun] = {}
         self._tax_paths: dict[str, str] = {}
         self._priorities: dict[int, np.ndarray] = {}
@@ -301,21 +333,25 @@ class Comparison:
         key = (spec.display, _key(idx, sorted((relabel or {}).items()), getattr(taxonomy, "version_id", None), None if extra is None else _key(np.arange(len(extra[0])), extra[1].tolist()[:50], len(extra[0]))))
         if key in self._fits:
             return self._fits[key]
-        texts = self.data.texts[idx].tolist()
-        labels = self.data.labels[idx].tolist()
-        if relabel:
-            labels = [relabel.get(y, y) for y in labels]
-        if extra is not None:
-            texts += list(extra[0])
-            labels += list(extra[1])
-        engine = self._make(spec, taxonomy)
-        start = time.perf_counter()
-        with warnings.catch_warnings():
-            # k=1 per category trips sklearn's "looks like regression" heuristic; it is not.
-            warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
-            engine.fit(texts, labels)
-        seconds = float(getattr(engine, "train_seconds_", time.perf_counter() - start))
-        fitted = _Fitted(engine, spec, _model_id(engine, spec), len(texts), seconds, capped)
+        n_train = len(idx) + (0 if extra is None else len(extra[0]))
+
+        def fit() -> tuple[Engine, float]:
+            texts = self.data.texts[idx].tolist()
+            labels = self.data.labels[idx].tolist()
+            if relabel:
+                labels = [relabel.get(y, y) for y in labels]
+            if extra is not None:
+                texts += list(extra[0])
+                labels += list(extra[1])
+            engine = self._make(spec, taxonomy)
+            start = time.perf_counter()
+            with warnings.catch_warnings():
+                # k=1 per category trips sklearn's "looks like regression" heuristic; it is not.
+                warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
+                engine.fit(texts, labels)
+            return engine, float(getattr(engine, "train_seconds_", time.perf_counter() - start))
+
+        fitted = _Fitted(spec, n_train, capped, _key(np.zeros(0), key, sorted(spec.to_dict().items(), key=str)), fit)
         self._fits[key] = fitted
         return fitted
 
@@ -330,12 +366,20 @@ class Comparison:
         texts: Sequence[str] | None = None,
         **meta: Any,
     ) -> EvalRun:
-        cache_key = (id(fitted.engine), _key(idx, None if truth is None else truth.tolist()))
+        cache_key = (fitted.key, _key(idx, None if truth is None else truth.tolist()))
         if cache_key in self._evals:
             return self._evals[cache_key]
-        texts = self.data.texts[idx].tolist() if texts is None else list(texts)
         y_true = self.data.labels[idx] if truth is None else truth
         ids = self.data.ids[idx] if ids is None else ids
+        # Resume: the same cell (same engine settings, training set and records) stored by an earlier run is reused.
+        cell = _key(np.asarray(idx, dtype=np.int64), fitted.key, experiment, sorted(meta.items(), key=str), ids[:3].tolist() if len(ids) else [])
+        stored = self.log.restore(cell, y_true=y_true, ids=ids)
+        if stored is not None:
+            fitted.restored(stored.model_id, stored.meta.get("train_seconds", 0.0))
+            self.resumed += 1
+            self._evals[cache_key] = stored
+            return stored
+        texts = self.data.texts[idx].tolist() if texts is None else list(texts)
         engine = fitted.engine
         preds, confs = [], []
         start = time.perf_counter()
@@ -361,6 +405,7 @@ class Comparison:
             confidence=confs,
             predict_seconds=seconds,
             meta={"n_train": fitted.n_train, "train_seconds": round(fitted.train_seconds, 4), "train_capped": fitted.capped, **meta},
+            cell=cell,
         )
         self._evals[cache_key] = run
         return run

@@ -85,7 +85,9 @@ def run_compare(
         "uncertainty": _uncertainty(cmp, bt),
         "ceiling": _ceiling(cmp),
         "skipped": cmp.skipped,
-        "notes": [*cmp.notes, *notes],
+        "notes": [*cmp.notes, *notes] + ([f"Resumed: {cmp.resumed} evaluation(s) taken from runs already in the store "
+                                           "(same engine settings, training set and records)."] if cmp.resumed else []),
+        "resumed": cmp.resumed,
         "store": {"url": str(getattr(store, "url", "")) if store is not None else None},
         "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": _cpus()},
         "runs": [r.to_dict() for r in log.runs.values()],
@@ -304,6 +306,8 @@ def _measured_llm_tokens(cmp: Comparison) -> dict[str, float] | None:
     """Mean tokens per LLM call, summed over every fitted LLM engine's ledger (None when no LLM ran)."""
     calls = prompt = cached = completion = 0.0
     for fitted in cmp._fits.values():
+        if not fitted.fitted:
+            continue
         ledger = getattr(fitted.engine, "ledger_", None)
         if ledger is None:
             continue

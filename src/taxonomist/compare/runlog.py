@@ -66,6 +66,39 @@ class RunLog:
     def __init__(self, store: Any | None = None) -> None:
         self.store = store
         self.runs: dict[str, EvalRun] = {}
+        self._stored: dict[str, dict[str, Any]] | None = None
+
+    def restore(self, cell: str, *, y_true: Sequence[str], ids: Sequence[str]) -> EvalRun | None:
+        """The run of `cell` finished by an earlier comparison on this store, with its stored predictions; else None.
+
+        A run cut short (killed mid-way) never finished, so its cell is computed again.
+        """
+        if self.store is None:
+            return None
+        if self._stored is None:
+            self._stored = {}
+            for r in self.store.runs():
+                cell_id = (r.get("params") or {}).get("cell")
+                if r["kind"].startswith("compare:") and r["status"] == "ok" and cell_id:
+                    self._stored[str(cell_id)] = r
+        found = self._stored.get(cell)
+        if found is None:
+            return None
+        rows = {str(x["record_id"]): x for x in self.store.predictions(run_id=found["id"])}
+        ids = [str(i) for i in ids]
+        if any(i not in rows for i in ids):
+            return None
+        params = dict(found["params"])
+        meta = {k: v for k, v in params.items() if k not in ("experiment", "engine", "model_id", "cell")}
+        run = EvalRun(
+            run_id=found["id"], experiment=params["experiment"], engine=params["engine"], model_id=params["model_id"],
+            ids=np.asarray(ids, dtype=object), y_true=np.asarray(y_true, dtype=object),
+            y_pred=np.asarray([rows[i]["category"] for i in ids], dtype=object),
+            confidence=np.asarray([float(rows[i]["confidence"]) for i in ids], dtype=float),
+            predict_seconds=sum(float(rows[i].get("latency_ms") or 0.0) for i in ids) / 1000.0, meta=meta,
+        )
+        self.runs[run.run_id] = run
+        return run
 
     def record(
         self,
@@ -80,9 +113,10 @@ class RunLog:
         predict_seconds: float,
         meta: Mapping[str, Any] | None = None,
         extras: Sequence[Mapping[str, Any]] | None = None,
+        cell: str | None = None,
     ) -> EvalRun:
         meta = dict(meta or {})
-        run_id = self._start(experiment, engine, model_id, meta)
+        run_id = self._start(experiment, engine, model_id, {**meta, "cell": cell} if cell else meta)
         run = EvalRun(
             run_id=run_id,
             experiment=experiment,
