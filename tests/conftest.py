@@ -25,6 +25,9 @@ def isolated_session_state(tmp_path_factory: pytest.TempPathFactory):
     mp = pytest.MonkeyPatch()
     home = tmp_path_factory.mktemp("session-home")
     mp.setenv("TAXONOMIST_HOME", str(home))
+    # MiniLM's ONNX export (derived from the packaged weights, no record data) is made once per session,
+    # not once per test: each test's home is fresh, and the export costs seconds.
+    mp.setenv("TAXONOMIST_ONNX_DIR", str(home / "onnx"))
     mp.setenv("HF_HUB_OFFLINE", "1")
     mp.setenv("TRANSFORMERS_OFFLINE", "1")
     yield home

@@ -285,7 +285,10 @@ class OnnxEmbedder(Embedder):
         tokenizers = require("tokenizers", "embed", "fast sentence embeddings")
         model_dir = Path(model_path or minilm_path())
         self.batch_size = batch_size
-        self.onnx_path = Path(onnx_path) if onnx_path else cache_dir() / "onnx" / "all-MiniLM-L6-v2-fp32.onnx"
+        # The export is derived from the packaged weights (no record data): $TAXONOMIST_ONNX_DIR may point
+        # several homes (e.g. a test session) at one copy.
+        onnx_dir = Path(os.environ["TAXONOMIST_ONNX_DIR"]) if os.environ.get("TAXONOMIST_ONNX_DIR") else cache_dir() / "onnx"
+        self.onnx_path = Path(onnx_path) if onnx_path else onnx_dir / "all-MiniLM-L6-v2-fp32.onnx"
         if not self.onnx_path.is_file():
             export_onnx(model_dir, self.onnx_path)
         self._tokenizer = tokenizers.Tokenizer.from_file(str(model_dir / "tokenizer.json"))
