@@ -315,3 +315,23 @@ def test_an_interrupted_compare_resumes_from_the_cells_already_stored(tmp_path):
     for h in resumed["headline"]:
         if "runs" in h:
             assert h["value"] == pytest.approx(by_key[h["key"]], abs=1e-12), h["key"]
+
+
+def test_progress_prints_a_line_during_a_long_step_when_not_on_a_terminal(monkeypatch):
+    import io
+    import time
+
+    from taxonomist.cli._console import err_console
+    from taxonomist.cli.compare import progress_callback
+
+    out = io.StringIO()  # not a terminal; written from the heartbeat thread too (rich's capture() is per thread)
+    monkeypatch.setattr(err_console, "file", out)
+    with progress_callback(every=0.05) as start:
+        advance = start("embedding", 2)
+        time.sleep(0.4)  # one long step: no advance for a while
+        advance(1)
+        advance(1)
+    lines = out.getvalue().splitlines()
+    assert lines[0].endswith("embedding: 2 step(s)")
+    assert any("0/2, first step running" in x for x in lines)  # the heartbeat, before any step finished
+    assert lines[-1].endswith("embedding: 2/2, done")

@@ -19,31 +19,55 @@ __all__ = ["register"]
 def progress_callback(every: float = 10.0) -> Iterator[Callable[[str, int], Callable[[int], None]]]:
     """The `Comparison` progress hook: a rich bar per stage on a terminal, else a line per stage and every ~10 s."""
     if not err_console.is_terminal:
+        import threading
         import time
 
         start_all = time.monotonic()
         last = [start_all]
+        active: list = [None]  # the stage now running
+        lock = threading.Lock()
+
+        def line(state: dict, now: float) -> None:
+            finished = state["done"] >= state["total"]
+            rate = state["done"] / max(now - state["t0"], 1e-9)
+            left = (state["total"] - state["done"]) / rate if rate > 0 else None
+            eta = "done" if finished else (f"about {left:.0f} s left" if left is not None else "first step running")
+            err_console.print(f"[{now - start_all:6.0f} s] {state['description']}: {state['done']}/{state['total']}, {eta}",
+                              highlight=False, markup=False)
+            last[0] = now
 
         def start_plain(description: str, total: int) -> Callable[[int], None]:
-            state = {"done": 0, "total": max(total, 1), "t0": time.monotonic()}
-            err_console.print(f"[{time.monotonic() - start_all:6.0f} s] {description}: {state['total']} step(s)",
-                              highlight=False, markup=False)
+            state = {"description": description, "done": 0, "total": max(total, 1), "t0": time.monotonic()}
+            with lock:
+                active[0] = state
+                err_console.print(f"[{time.monotonic() - start_all:6.0f} s] {description}: {state['total']} step(s)",
+                                  highlight=False, markup=False)
 
             def advance(n: int = 1) -> None:
-                state["done"] += n
-                now = time.monotonic()
-                finished = state["done"] >= state["total"]
-                if finished or now - last[0] >= every:
-                    last[0] = now
-                    rate = state["done"] / max(now - state["t0"], 1e-9)
-                    left = (state["total"] - state["done"]) / rate if rate > 0 else 0.0
-                    eta = "done" if finished else f"about {left:.0f} s left"
-                    err_console.print(f"[{now - start_all:6.0f} s] {description}: {state['done']}/{state['total']}, {eta}",
-                                      highlight=False, markup=False)
+                with lock:
+                    state["done"] += n
+                    now = time.monotonic()
+                    if state["done"] >= state["total"] or now - last[0] >= every:
+                        line(state, now)
 
             return advance
 
-        yield start_plain
+        stop = threading.Event()
+
+        def heartbeat() -> None:
+            # A long step (embedding 80,000 records) still prints a line every ~`every` seconds.
+            while not stop.wait(every / 2):
+                with lock:
+                    now = time.monotonic()
+                    if active[0] is not None and now - last[0] >= every:
+                        line(active[0], now)
+
+        beat = threading.Thread(target=heartbeat, daemon=True)
+        beat.start()
+        try:
+            yield start_plain
+        finally:
+            stop.set()
         return
     with progress() as bar:
         def start(description: str, total: int) -> Callable[[int], None]:
