@@ -193,7 +193,7 @@ def main(argv=None) -> int:
     ap.add_argument("--max-drop", type=float, default=0.005, help="no-review setting: accuracy the cascade may give up")
     ap.add_argument("--folds", type=int, default=0, help="cascade cross-fit folds (0: one 20%% hold-out)")
     ap.add_argument("--max-train", type=int, default=0, help="use only this many training records (0: all)")
-    ap.add_argument("--max-test", type=int, default=0, help="use only this many test records (0: all)")
+    ap.add_argument("--max-test", type=int, default=0, help="use only a random sample of this many test records (0: all)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--time-sample", type=int, default=0, help="time on the first N test records only (0: all)")
     ap.add_argument("--seed", type=int, default=0)
@@ -218,8 +218,9 @@ def main(argv=None) -> int:
     if 0 < args.max_train < len(train[1]):  # a stratified sample of about max_train records
         keep, _ = stratified_split(np.asarray(train[1]), 1 - args.max_train / len(train[1]), args.seed)
         train = ([train[0][i] for i in keep], [train[1][i] for i in keep])
-    if args.max_test:
-        test = (test[0][: args.max_test], test[1][: args.max_test])
+    if 0 < args.max_test < len(test[0]):  # a seeded random sample, in the original order
+        pick = np.sort(np.random.default_rng(args.seed).choice(len(test[0]), args.max_test, replace=False))
+        test = ([test[0][i] for i in pick], [test[1][i] for i in pick])
     in_scope = set(train[1])
     test = ([t for t, y in zip(*test) if y in in_scope], [y for y in test[1] if y in in_scope])
     presets = PRESETS["full"]
