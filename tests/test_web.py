@@ -4,7 +4,7 @@ Signs in with a reviewer key, reviews three records by keyboard only (Enter
 confirms, 2 then Enter corrects to the second alternative, / searches a category),
 undoes the last one with U, then checks the label journal, the reopened review item,
 the next classification through the API, and that the server's log never held
-record text. Saves screenshots of the review page and the dashboard to docs/img/.
+record text. Saves screenshots of the review page and the dashboard to $TAXONOMIST_SCREENSHOTS (docs/img).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -27,7 +28,9 @@ from .test_api import build_store
 pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
-IMG = Path(__file__).resolve().parent.parent / "docs" / "img"
+# Screenshots for the docs go where $TAXONOMIST_SCREENSHOTS points (e.g. docs/img), not on every run:
+# a test run must not leave the checkout changed.
+IMG = Path(os.environ.get("TAXONOMIST_SCREENSHOTS") or tempfile.mkdtemp(prefix="taxonomist-shots-"))
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--no-first-run"]
 
