@@ -1,5 +1,6 @@
-"""A planted name and member id, followed through import -> train -> classify -> audit: no file outside the
-store and the retrieval model holds it (docs/SECURITY.md lists where record text may live)."""
+"""A planted name and member id, followed through import -> train (tfidf, knn, head) -> classify -> audit ->
+compare: no file outside the store and the retrieval model holds it (docs/SECURITY.md lists where record text
+may live)."""
 
 from __future__ import annotations
 
@@ -46,9 +47,14 @@ def test_a_planted_marker_reaches_no_file_but_the_store_and_retrieval_models(tmp
     assert _cli("train", "tfidf", "--db", db, "--out", str(work / "tfidf-model"), "--param", f"min_records={PLANTED + 1}") == 0
     assert _cli("train", "knn", "--db", db, "--out", str(work / "knn-model")) == 0
     assert _cli("classify", "--db", db, "--model", str(work / "tfidf-model"), "--output", str(work / "predictions.csv")) == 0
+    assert _cli("train", "head", "--db", db, "--out", str(work / "head-model")) == 0
+    assert _cli("classify", "--db", db, "--model", str(work / "head-model"), "--output", str(work / "head.jsonl")) == 0
     assert _cli("audit", "--db", db, "--folds", "2", "--out", str(work / "suspects.csv")) == 0
+    assert _cli("compare", "--data", str(data), "--taxonomy", taxonomy, "--out", str(work / "report"),
+                "--engines", "tfidf", "--budget", "quick", "--seeds", "1") == 0
 
-    allowed = {Path(db).name, Path(db).name + "-wal", Path(db).name + "-shm", "denials.csv"}  # the store, the input
+    # The stores (the records' home, and compare's own store of the records it scored) and the input file.
+    allowed = {n + sfx for n in (Path(db).name, "compare.db") for sfx in ("", "-wal", "-shm")} | {"denials.csv"}
     hits, checked = [], 0
     for root in (work, home):
         for path in root.rglob("*"):

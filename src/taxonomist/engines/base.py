@@ -152,7 +152,10 @@ class Manifest:
     def write(self, directory: Path) -> None:
         data = asdict(self)
         data["id"] = self.model_id
-        (directory / MANIFEST).write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+        # Written last and atomically: a directory with a manifest is a whole model (an interrupted save has none).
+        tmp = directory / f".{MANIFEST}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+        os.replace(tmp, directory / MANIFEST)
 
     @classmethod
     def read(cls, directory: str | Path) -> Manifest:
