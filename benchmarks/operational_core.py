@@ -63,7 +63,7 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=20000)
     ap.add_argument("--engine", default="tfidf")
     ap.add_argument("--target", type=float, default=0.95)
-    ap.add_argument("--folds", type=int, default=0, help="cross-fitted calibration folds (0: a 10%% hold-out)")
+    ap.add_argument("--folds", type=int, default=None, help="calibration folds (default: what train chooses; 0: a 10%% hold-out)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
 
@@ -85,7 +85,7 @@ def main() -> None:
         later_start = year_end + dt.timedelta(days=1)
         later_end = (later_start.replace(month=later_start.month + 6) if later_start.month <= 6 else
                      later_start.replace(year=later_start.year + 1, month=later_start.month - 6)) - dt.timedelta(days=1)
-        extra = {"calibrate_folds": args.folds} if args.folds else {}
+        extra = {"calibrate_folds": args.folds} if args.folds is not None else {}
         history = service.store_records(store, until=year_end)
         trained = service.train(args.engine, history, out=work / "m", taxonomy=tax, target_accuracy=args.target,
                                 store=store, activate=True, **extra)
