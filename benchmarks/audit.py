@@ -134,7 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--engines", default="tfidf", help="engines of the audit, comma-separated")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--audit-seed", type=int, default=0, help="seed of the audit's fold assignment")
-    ap.add_argument("--confident-fraction", type=float, default=0.5)
+    ap.add_argument("--jobs", type=int, default=1, help="folds fitted at once (separate processes)")
+    ap.add_argument("--param", action="append", default=[], metavar="ENGINE.NAME=VALUE",
+                    help="an engine parameter, e.g. tfidf.C=0.1 (repeatable)")
+    ap.add_argument("--confident-fraction", type=float, default=0.25)
     ap.add_argument("--no-baseline", action="store_true", help="skip the TF-IDF + logistic regression baseline")
     ap.add_argument("--no-cleaning", action="store_true", help="skip the cleaning effect (three more tfidf fits)")
     ap.add_argument("--json", type=Path, help="write the figures here as JSON")
@@ -159,8 +162,15 @@ def main(argv: list[str] | None = None) -> int:
     say(f"generated {len(ids):,} records ({int(noise.sum()):,} wrong labels) in {gen_seconds:.1f} s")
 
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    engine_params: dict[str, dict] = {}
+    for item in args.param:
+        key, _, value = item.partition("=")
+        engine, _, name = key.partition(".")
+        if not (engine and name and value):
+            ap.error(f"--param '{item}': expected ENGINE.NAME=VALUE, e.g. tfidf.C=0.1")
+        engine_params.setdefault(engine, {})[name] = json.loads(value)
     t0 = time.perf_counter()
-    result = audit(ids, texts, labels, engines=engines, folds=args.folds, seed=args.audit_seed,
+    result = audit(ids, texts, labels, engines=engines, folds=args.folds, seed=args.audit_seed, engine_params=engine_params, jobs=args.jobs,
                    confident_fraction=args.confident_fraction, neighbours=5, skip_small=True,
                    on_progress=lambda done, total, what: say(f"audit {done}/{total}: {what}"))
     audit_seconds = time.perf_counter() - t0
@@ -190,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     off = above.any(axis=1) & (confident != given)
     order_off = np.lexsort((p_given, ~off))  # the off-diagonal ones first, lowest self-confidence first
     rows.append(evaluate_ranking("plain confident learning: off-diagonal of the mean-threshold joint", order_off, noise, int(off.sum())))
-    for frac in (0.25, 1.0):
+    for frac in sorted({0.25, 0.5, 1.0} - {args.confident_fraction}):
         alt = confident_learning(proba, given, confident_fraction=frac)
         rows.append(evaluate_ranking(f"audit ranking, flagged count from the surest {frac:.0%}", result.order, noise,
                                      min(len(given), int(round(alt.estimated_wrong)))))
@@ -205,63 +215,80 @@ def main(argv: list[str] | None = None) -> int:
         pass
 
     baseline_seconds = None
+    cleaning = None
+    stages_done = ["audit"]
+
+    def finish(final: bool) -> None:
+        """Write the JSON after each stage (a long run stopped later keeps what it measured); print at the end."""
+
+        def show(*a, **k) -> None:
+            if final:
+                print(*a, **k)
+
+        est = noise_estimate(result, top_pairs=10)
+        n_true = int(noise.sum())
+        show(f"Label audit on generated denials: seed {args.seed}, {args.records:,} records, {n_true:,} wrong labels "
+              f"({noise.mean():.2%}); audit estimate {est.estimated_wrong:,.0f}, flagged {flagged:,}")
+        show(f"{'method':<78} {'AP':>6} {'P@N':>6} {'R@N':>6} {'k':>6} {'P@k':>6} {'R@k':>6} {'AP@k':>6}")
+        for r in rows:
+            f = r["flagged"]
+            tail = f"{f['k']:>6} {f['precision']:>6.3f} {f['recall']:>6.3f} {f['ap_at_k']:>6.3f}" if f else f"{'':>6} {'':>6} {'':>6} {'':>6}"
+            show(f"{r['method']:<78} {r['ap']:>6.3f} {r['top_n']['precision']:>6.3f} {r['top_n']['recall']:>6.3f} {tail}")
+        show("most frequent confusions (estimated / flagged / truly wrong among flagged):")
+        truly = {}
+        for i in np.nonzero(result.flagged & noise)[0]:
+            key = (str(result.classes[given[i]]), str(result.classes[result.suggested[i]]))
+            truly[key] = truly.get(key, 0) + 1
+        for p in est.pairs[:5]:
+            show(f"  {p.sentence()}  ({p.flagged} flagged, {truly.get((p.given, p.suggested), 0)} of them truly wrong)")
+        if cleaning:
+            show(f"cleaning effect (tfidf, {cleaning['train']:,} train / {cleaning['test_clean']:,} clean test records): "
+                  + ", ".join(f"{k} {cleaning[k]['accuracy_clean_test']:.2%}" for k in ("raw", "relabel flagged", "drop flagged")))
+        show(f"audit {audit_seconds:.0f} s" + (f", baseline {baseline_seconds:.0f} s" if baseline_seconds else "")
+              + f"; CPU {_cpu_model()}, load {load_before} -> {_load()}")
+
+        out = {
+            "benchmark": "audit",
+            "command": "python benchmarks/audit.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "date": time.strftime("%Y-%m-%d"),
+            "seed": args.seed, "records": args.records, "true_wrong_labels": n_true,
+            "left_out_categories": result.skipped,
+            "engines": engines, "engine_params": engine_params, "folds": args.folds, "jobs": args.jobs, "audit_seed": args.audit_seed,
+            "confident_fraction": args.confident_fraction,
+            "estimated_wrong": est.estimated_wrong, "flagged": flagged,
+            "rows": rows,
+            "top_pairs": [{"given": p.given, "suggested": p.suggested, "estimated": p.estimated, "flagged": p.flagged,
+                           "truly_wrong_among_flagged": truly.get((p.given, p.suggested), 0)} for p in est.pairs],
+            "categories": [{"category": c.category, "records": c.records, "estimated_wrong": c.estimated_wrong,
+                            "noise_rate": c.noise_rate, "flagged": c.flagged,
+                            "true_wrong": int(noise[given == int(np.searchsorted(result.classes, c.category))].sum())}
+                           for c in est.categories],
+            "cleaning_effect": cleaning,
+            "stages_done": list(stages_done), "complete": final,
+            "seconds": {"generate": round(gen_seconds, 1), "audit": round(audit_seconds, 1),
+                        "baseline": round(baseline_seconds, 1) if baseline_seconds else None},
+            "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "load_before": load_before, "load_after": _load()},
+            "versions": {"python": platform.python_version(), "scikit-learn": sklearn.__version__, "numpy": np.__version__},
+        }
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+
+    finish(False)
     if not args.no_baseline:
         t0 = time.perf_counter()
         say("baseline: TF-IDF + logistic regression, 5 folds")
         rows.append(evaluate_ranking("baseline: TF-IDF + logistic regression, lowest self-confidence", baseline_ranking(texts, labels, folds=5, seed=args.audit_seed), noise, None))
         baseline_seconds = time.perf_counter() - t0
+        stages_done.append("baseline")
+        finish(False)
 
-    cleaning = None
     if not args.no_cleaning:
         cleaning = cleaning_effect(result, texts, noise, seed=args.seed, on_step=say)
+        stages_done.append("cleaning")
+        finish(False)
 
-    est = noise_estimate(result, top_pairs=10)
-    n_true = int(noise.sum())
-    print(f"Label audit on generated denials: seed {args.seed}, {args.records:,} records, {n_true:,} wrong labels "
-          f"({noise.mean():.2%}); audit estimate {est.estimated_wrong:,.0f}, flagged {flagged:,}")
-    print(f"{'method':<78} {'AP':>6} {'P@N':>6} {'R@N':>6} {'k':>6} {'P@k':>6} {'R@k':>6} {'AP@k':>6}")
-    for r in rows:
-        f = r["flagged"]
-        tail = f"{f['k']:>6} {f['precision']:>6.3f} {f['recall']:>6.3f} {f['ap_at_k']:>6.3f}" if f else f"{'':>6} {'':>6} {'':>6} {'':>6}"
-        print(f"{r['method']:<78} {r['ap']:>6.3f} {r['top_n']['precision']:>6.3f} {r['top_n']['recall']:>6.3f} {tail}")
-    print("most frequent confusions (estimated / flagged / truly wrong among flagged):")
-    truly = {}
-    for i in np.nonzero(result.flagged & noise)[0]:
-        key = (str(result.classes[given[i]]), str(result.classes[result.suggested[i]]))
-        truly[key] = truly.get(key, 0) + 1
-    for p in est.pairs[:5]:
-        print(f"  {p.sentence()}  ({p.flagged} flagged, {truly.get((p.given, p.suggested), 0)} of them truly wrong)")
-    if cleaning:
-        print(f"cleaning effect (tfidf, {cleaning['train']:,} train / {cleaning['test_clean']:,} clean test records): "
-              + ", ".join(f"{k} {cleaning[k]['accuracy_clean_test']:.2%}" for k in ("raw", "relabel flagged", "drop flagged")))
-    print(f"audit {audit_seconds:.0f} s" + (f", baseline {baseline_seconds:.0f} s" if baseline_seconds else "")
-          + f"; CPU {_cpu_model()}, load {load_before} -> {_load()}")
-
-    out = {
-        "benchmark": "audit",
-        "command": "python benchmarks/audit.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "date": time.strftime("%Y-%m-%d"),
-        "seed": args.seed, "records": args.records, "true_wrong_labels": n_true,
-        "left_out_categories": result.skipped,
-        "engines": engines, "folds": args.folds, "audit_seed": args.audit_seed,
-        "confident_fraction": args.confident_fraction,
-        "estimated_wrong": est.estimated_wrong, "flagged": flagged,
-        "rows": rows,
-        "top_pairs": [{"given": p.given, "suggested": p.suggested, "estimated": p.estimated, "flagged": p.flagged,
-                       "truly_wrong_among_flagged": truly.get((p.given, p.suggested), 0)} for p in est.pairs],
-        "categories": [{"category": c.category, "records": c.records, "estimated_wrong": c.estimated_wrong,
-                        "noise_rate": c.noise_rate, "flagged": c.flagged,
-                        "true_wrong": int(noise[given == int(np.searchsorted(result.classes, c.category))].sum())}
-                       for c in est.categories],
-        "cleaning_effect": cleaning,
-        "seconds": {"generate": round(gen_seconds, 1), "audit": round(audit_seconds, 1),
-                    "baseline": round(baseline_seconds, 1) if baseline_seconds else None},
-        "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "load_before": load_before, "load_after": _load()},
-        "versions": {"python": platform.python_version(), "scikit-learn": sklearn.__version__, "numpy": np.__version__},
-    }
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    finish(True)
     return 0
 
 

@@ -130,10 +130,9 @@ def test_cli_writes_suspects_from_the_store(denials, tmp_path, capsys):
     assert run("import", str(data), "--taxonomy", str(tax_path), "--db", db) == 0
     capsys.readouterr()
     out = tmp_path / "suspects.csv"
-    assert run("audit", "--db", db, "--folds", str(FOLDS), "--seed", "1", "--out", str(out)) == 0
+    assert run("audit", "--db", db, "--folds", str(FOLDS), "--seed", "1", "--param", "tfidf.C=0.1", "--out", str(out)) == 0
     captured = capsys.readouterr()
     assert "labels look wrong" in captured.out and "Most frequent confusions" in captured.out
-    assert "3/3" in captured.err  # progress (engine fits) goes to stderr
     with out.open(encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["id", "given", "suggested", "score", "rank", "neighbours"]
@@ -151,8 +150,6 @@ def test_cli_writes_suspects_from_the_store(denials, tmp_path, capsys):
 def test_cli_to_review_fills_the_queue(denials, tmp_path):
     from taxonomist.store import Store
 
-    if not hasattr(Store, "add_review_items"):
-        pytest.skip("the store has no review queue yet")
     data = _write_csv(tmp_path / "denials.csv", denials, ("id", "text", "label"))
     db = str(tmp_path / "t.db")
     assert run("import", str(data), "--db", db) == 0
@@ -229,3 +226,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert not (tmp_path / "s.csv").exists()
     assert run("audit", "--data", str(data), "--out", str(tmp_path / "s.csv"), "--to-review") == 1
     assert "--to-review" in capsys.readouterr().err
+    assert run("audit", "--data", str(data), "--out", str(tmp_path / "s.csv"), "--param", "head.C=1") == 1
+    assert "expected ENGINE.NAME=VALUE for one of --engines (tfidf)" in capsys.readouterr().err
+    assert run("audit", "--db", str(tmp_path / "typo.db"), "--out", str(tmp_path / "s.csv")) == 1
+    assert "no store at" in capsys.readouterr().err and not (tmp_path / "typo.db").exists()

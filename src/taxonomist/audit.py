@@ -10,19 +10,22 @@ How it works (`audit`):
    per-category thresholds t_j = mean out-of-fold probability of category j over
    the records labelled j, and the confident joint C[given][true] (records
    labelled i whose probability of j clears t_j, counted under the most likely
-   such j). It is kept for inspection (`AuditResult.confident_joint`).
+   such j). It is kept for inspection (`AuditResult.learning.confident_joint`).
 3. How many labels are wrong: label noise of this kind does not depend on the
    text, so among the records the models are surest of (for each predicted
-   category, the most confident `confident_fraction` of them) the share whose
-   label disagrees estimates the flip rate from that category to each other one.
+   category, the most confident `confident_fraction` of them, a quarter by
+   default) the share whose label disagrees estimates the flip rate from that
+   category to each other one.
    Scaled by how many records each category has, this gives the noise matrix,
    the noise rate per category and the most frequent given -> suggested pairs.
    The mean-threshold joint of step 2 counts texts that are merely ambiguous
    between two siblings as noise (on 20,000 generated denials it flagged 2,007
-   records for 593 wrong labels), which is why the count comes from the surer half.
+   records for 593 wrong labels), which is why the count comes from the surest
+   records instead.
 4. Ranking: score = (1 - w) * (1 - p[given]) + w * max(0, p[suggested] - p[given])
-   with w = `margin_weight` (self-confidence and margin in one number in [0, 1]);
-   the flagged set is the top of the ranking, as many records as step 3 estimates
+   with w = `margin_weight` (self-confidence and margin in one number in [0, 1];
+   w = 0 by default: on generated denials pure self-confidence ranked best, see
+   `benchmarks/audit.py`, which measures the alternatives); the flagged set is the top of the ranking, as many records as step 3 estimates
    are wrong (prune by noise rate, over all categories at once).
 
 Evidence per suspect: the nearest labelled records by TF-IDF cosine over all the
@@ -210,12 +213,14 @@ def out_of_fold_proba(
     folds: int = 5,
     seed: int = 0,
     engine_params: Mapping[str, Mapping[str, Any]] | None = None,
+    jobs: int = 1,
     on_progress: Progress | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(classes, proba): each record's probabilities from engines fitted on the other folds, averaged over engines.
 
     `engine_params` maps an engine name to its keyword parameters. Columns of
-    `proba` follow `classes` (sorted category codes).
+    `proba` follow `classes` (sorted category codes). `jobs` > 1 fits that many
+    folds at once in separate processes (each holds its own copy of the texts).
     """
     from sklearn.model_selection import StratifiedKFold
 
@@ -233,29 +238,39 @@ def out_of_fold_proba(
     classes = np.array(sorted(set(labels)), dtype=object)
     column = {c: j for j, c in enumerate(classes)}
     splits = list(StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
-    total = len(engines) * folds
+    tasks = [(name, k, train, test) for name in engines for k, (train, test) in enumerate(splits, 1)]
     proba = np.zeros((len(y), len(classes)))
-    done = 0
-    for name in engines:
-        for k, (train, test) in enumerate(splits, 1):
+
+    def fit_fold(name: str, train: np.ndarray, test: np.ndarray) -> tuple[list[str], np.ndarray]:
+        engine = create_engine(name, **dict(params.get(name, {})))
+        engine.fit(texts_arr[train].tolist(), y[train].tolist())
+        return [str(c) for c in engine.classes_], engine.predict_proba(texts_arr[test].tolist())
+
+    if jobs > 1:
+        from joblib import Parallel, delayed
+
+        if on_progress is not None:
+            on_progress(0, len(tasks), f"{len(tasks)} fits, {jobs} at a time")
+        parts = Parallel(n_jobs=jobs)(delayed(fit_fold)(name, train, test) for name, _, train, test in tasks)
+    else:
+        parts = []
+        for done, (name, k, train, test) in enumerate(tasks):
             if on_progress is not None:
-                on_progress(done, total, f"{name}: fold {k}/{folds}")
-            engine = create_engine(name, **dict(params.get(name, {})))
-            engine.fit(texts_arr[train].tolist(), y[train].tolist())
-            part = engine.predict_proba(texts_arr[test].tolist())
-            # Map the engine's columns onto ours; a category it never saw stays at 0.
-            cols = np.array([column[str(c)] for c in engine.classes_])
-            proba[np.ix_(test, cols)] += part
-            done += 1
+                on_progress(done, len(tasks), f"{name}: fold {k}/{folds}")
+            parts.append(fit_fold(name, train, test))
+    for (_, _, _, test), (engine_classes, part) in zip(tasks, parts):
+        # Map the engine's columns onto ours; a category it never saw stays at 0.
+        cols = np.array([column[c] for c in engine_classes])
+        proba[np.ix_(test, cols)] += part
     if on_progress is not None:
-        on_progress(total, total, "scored")
+        on_progress(len(tasks), len(tasks), "scored")
     proba /= len(engines)
     sums = proba.sum(axis=1, keepdims=True)
     return classes, np.divide(proba, sums, out=np.zeros_like(proba), where=sums > 0)
 
 
 # ----- step 2-3: confident learning and the noise estimate ----------------------------------
-def confident_learning(proba: np.ndarray, given: np.ndarray, *, confident_fraction: float = 0.5) -> ConfidentLearning:
+def confident_learning(proba: np.ndarray, given: np.ndarray, *, confident_fraction: float = 0.25) -> ConfidentLearning:
     """Thresholds, confident joint and estimated noise matrix from out-of-fold `proba` and given label indices."""
     if not 0 < confident_fraction <= 1:
         raise ExperimentError(f"confident_fraction must be in (0, 1] (got {confident_fraction})")
@@ -346,11 +361,12 @@ def audit(
     seed: int = 0,
     engine_params: Mapping[str, Mapping[str, Any]] | None = None,
     taxonomy: Any = None,
-    confident_fraction: float = 0.5,
+    confident_fraction: float = 0.25,
     margin_weight: float = 0.0,
     top: int | None = None,
     neighbours: int = 5,
     skip_small: bool = False,
+    jobs: int = 1,
     on_progress: Progress | None = None,
 ) -> AuditResult:
     """Audit a labelled history given as parallel `ids`, `texts` and `labels`.
@@ -379,7 +395,8 @@ def audit(
             keep = [i for i, y in enumerate(labels) if y not in skipped]
             ids, texts, labels = [ids[i] for i in keep], [texts[i] for i in keep], [labels[i] for i in keep]
     classes, proba = out_of_fold_proba(
-        texts, labels, engines=engines, folds=folds, seed=seed, engine_params=engine_params, on_progress=on_progress
+        texts, labels, engines=engines, folds=folds, seed=seed, engine_params=engine_params, jobs=jobs,
+        on_progress=on_progress,
     )
     given = np.searchsorted(classes, np.asarray(labels, dtype=object))
     learning = confident_learning(proba, given, confident_fraction=confident_fraction)

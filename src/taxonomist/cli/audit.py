@@ -9,9 +9,9 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from ..errors import ExperimentError, StoreError
-from ._console import console, err_console, progress
-from .engines import IdCol, LabelCol, TextCol, _read
+from ..errors import ExperimentError
+from ._console import console, err_console, reporter, resumable
+from .engines import IdCol, LabelCol, TextCol, _params, _read, _settings
 from .records import Db, Who, _who
 
 __all__ = ["register"]
@@ -31,6 +31,9 @@ def audit(
         typer.Option("--taxonomy", help="Taxonomy YAML: labels must belong to it; definitions go with each suspect. Default with --db: the store's latest."),
     ] = None,
     engines: Annotated[str, typer.Option("--engines", help="Engines whose out-of-fold probabilities are averaged, comma-separated.")] = "tfidf",
+    param: Annotated[
+        list[str], typer.Option("--param", help="An engine parameter as ENGINE.NAME=VALUE (JSON value), e.g. tfidf.C=0.1; repeatable.")
+    ] = [],
     folds: Annotated[int, typer.Option("--folds", min=2, help="Cross-fitting folds (stratified by label).")] = 5,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the fold assignment.")] = 0,
     top: Annotated[
@@ -62,34 +65,31 @@ def audit(
     if to_review and data is not None:
         raise ExperimentError("--to-review writes to the store's review queue: audit the store with --db instead of --data")
     names = [e.strip() for e in engines.split(",") if e.strip()]
+    engine_params: dict[str, dict] = {}
+    for item in param:
+        engine, dot, rest = item.partition(".")
+        if not dot or engine not in names:
+            raise ExperimentError(f"--param '{item}': expected ENGINE.NAME=VALUE for one of --engines ({', '.join(names)}), e.g. tfidf.C=0.1")
+        engine_params.setdefault(engine, {}).update(_params([rest]))
     tax = load_taxonomy(taxonomy) if taxonomy is not None else None
     store = None
     if data is not None:
         records = _read(data, text_col, label_col, id_col, tax, need_labels=False)
     else:
-        from ..store import Store
+        from ..service import open_store
 
-        store = Store.open(db)
+        store = open_store(_settings(db))  # a --db file that does not exist is refused, not created
         if tax is None:
             tax = store.get_taxonomy()
         records = list(store.records(labelled=True))
     try:
-        if to_review and not hasattr(store, "add_review_items"):
-            raise StoreError(
-                "--to-review is not available yet: this store has no review queue (Store.add_review_items); "
-                "run without --to-review and review the suspects file"
-            )
         ids, texts, labels = records_to_audit(records)
         del records
-        with progress() as bar:
-            task = bar.add_task("cross-fitting", total=len(names) * folds)
-
-            def advance(done: int, total: int, what: str) -> None:
-                bar.update(task, completed=done, total=total, description=what)
-
+        with reporter("auditing: engine fits", len(names) * folds) as update, resumable("nothing was written; rerun the command"):
             result = run_audit(
-                ids, texts, labels, engines=names, folds=folds, seed=seed, taxonomy=tax, top=top,
-                neighbours=neighbours, skip_small=skip_small, on_progress=advance,
+                ids, texts, labels, engines=names, folds=folds, seed=seed, engine_params=engine_params, taxonomy=tax, top=top,
+                neighbours=neighbours, skip_small=skip_small,
+                on_progress=lambda done, total, what: update(done, total),
             )
         _write(out, result.suspects)
         estimate = noise_estimate(result, top_pairs=5)
