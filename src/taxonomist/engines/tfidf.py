@@ -146,7 +146,7 @@ class TfidfEngine(Engine):
         if protos is None or protos.shape[0] == 0:
             return [() for _ in texts]
         x = sparse.hstack([self.word_vectorizer_.transform(texts), self.char_vectorizer_.transform(texts)]).tocsr()
-        sims = np.asarray((x @ protos.T).todense())
+        sims = np.asarray((x @ protos.T).todense()) / 2.0  # word and char parts are each unit length: cosine in [0, 1]
         index = {c: i for i, c in enumerate(self.classes_)}
         proto_class = np.array([index.get(y, -1) for y in self.proto_labels_])
         out = []
