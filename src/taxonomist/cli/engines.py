@@ -312,10 +312,14 @@ def _run_classify(loaded, todo, output: Path, store, batch_size: int, top_k: int
             on_batch=write, progress=lambda d, t: update(d, t),
             warn=lambda m: err_console.print(f"[yellow]warning:[/yellow] {m}", highlight=False),
         )
-    reasons = ", ".join(f"{k} {v}" for k, v in result.reasons.most_common()) or "none"
+    from ..prediction import Reason
+
+    mapped = result.reasons.get(Reason.MAPPED, 0)
+    reasons = ", ".join(f"{k} {v}" for k, v in result.reasons.most_common() if k != Reason.MAPPED) or "none"
     err_console.print(
-        f"wrote {result.records} prediction(s) to {output}: {result.answered} answered ({result.coverage:.1%}), "
-        f"{result.records - result.answered} NONE ({reasons})"
+        f"wrote {result.records} prediction(s) to {output}: {result.answered} answered ({result.coverage:.1%})"
+        + (f", {mapped} of them mapped to a code's successor" if mapped else "")
+        + f"; {result.records - result.answered} NONE ({reasons})"
         + (f"; decision log run {result.run_id}" if result.run_id else ""),
         highlight=False,
     )
