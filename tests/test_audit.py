@@ -130,7 +130,7 @@ def test_cli_writes_suspects_from_the_store(denials, tmp_path, capsys):
     assert run("import", str(data), "--taxonomy", str(tax_path), "--db", db) == 0
     capsys.readouterr()
     out = tmp_path / "suspects.csv"
-    assert run("audit", "--db", db, "--folds", str(FOLDS), "--seed", "1", "--param", "tfidf.C=0.1", "--out", str(out)) == 0
+    assert run("audit", "--db", db, "--folds", str(FOLDS), "--seed", "1", "--param", "tfidf.C=0.1", "--jobs", "2", "--out", str(out)) == 0
     captured = capsys.readouterr()
     assert "labels look wrong" in captured.out and "Most frequent confusions" in captured.out
     with out.open(encoding="utf-8") as f:

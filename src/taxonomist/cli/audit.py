@@ -36,6 +36,7 @@ def audit(
     ] = [],
     folds: Annotated[int, typer.Option("--folds", min=2, help="Cross-fitting folds (stratified by label).")] = 5,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the fold assignment.")] = 0,
+    jobs: Annotated[int, typer.Option("--jobs", min=1, help="Folds fitted at once, in separate processes (each holds a copy of the texts).")] = 1,
     top: Annotated[
         Optional[int], typer.Option("--top", min=1, help="Write the top N of the ranking instead of the flagged set.", show_default=False)
     ] = None,
@@ -88,7 +89,7 @@ def audit(
         with reporter("auditing: engine fits", len(names) * folds) as update, resumable("nothing was written; rerun the command"):
             result = run_audit(
                 ids, texts, labels, engines=names, folds=folds, seed=seed, engine_params=engine_params, taxonomy=tax, top=top,
-                neighbours=neighbours, skip_small=skip_small,
+                neighbours=neighbours, skip_small=skip_small, jobs=jobs,
                 on_progress=lambda done, total, what: update(done, total),
             )
         _write(out, result.suspects)
