@@ -491,9 +491,11 @@ def first_screen(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     for c in results["learning_curve"]["crossover"]:
         ci = crossover_interval(results, c["trained"], c["retrieval"])
         last = ci["points"][-1] if ci["points"] else None
-        text = f"point estimate k = {c['crossover_k'] or 'never'}; clearly ahead from k = {ci['ahead_from'] or 'never'}"
+        text = (f"point estimate k = {c['crossover_k'] or 'never'}; "
+                + (f"clearly ahead from k = {ci['ahead_from']}" if ci["ahead_from"] else "clearly ahead at no k"))
         if last is not None:
-            text += f"; at k = {last['k']}: {100 * last['diff']:+.1f} pts [{100 * last['lo']:+.1f} to {100 * last['hi']:+.1f}]"
+            text += (f"; at k = {last['k']}: {100 * last['diff']:+.1f} pts [{100 * last['lo']:+.1f} to {100 * last['hi']:+.1f}]"
+                     + (f"? (n = {last['n']})" if last["inconclusive"] else ""))
         row(q2, f"crossover: {c['trained']} vs {c['retrieval']}", {c["trained"]: text})
     nc = (results.get("events") or {}).get("new_category")
     if nc:
