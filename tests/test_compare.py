@@ -167,7 +167,7 @@ def test_missing_label_column_names_the_fix(tmp_path):
 
 def test_empty_label_names_the_record(tmp_path):
     (tmp_path / "x.csv").write_text("id,text,label\n1,hello,A\n2,world,\n")
-    with pytest.raises(ExperimentError, match="no label \(first: id .2.\)"):
+    with pytest.raises(ExperimentError, match=r"no label \(first: id .2.\)"):
         load_dataset(tmp_path / "x.csv")
 
 
@@ -325,7 +325,8 @@ def test_progress_prints_a_line_during_a_long_step_when_not_on_a_terminal(monkey
     from taxonomist.cli.compare import progress_callback
 
     out = io.StringIO()  # not a terminal; written from the heartbeat thread too (rich's capture() is per thread)
-    monkeypatch.setattr(err_console, "file", out)
+    # `_file`, not `file`: undoing a patch of `file` would pin the console to this test's captured stderr.
+    monkeypatch.setattr(err_console, "_file", out)
     with progress_callback(every=0.05) as start:
         advance = start("embedding", 2)
         time.sleep(0.4)  # one long step: no advance for a while
