@@ -28,20 +28,11 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from _machine import cpu_model as _cpu_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CALLS = {"tfidf": 5000, "head": 1000}
 FIELDS = ("payer", "cpt", "modifiers", "pos", "group_code", "carc", "rarcs")
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def build(work: Path, engine: str, records: int, labelled: int) -> tuple[Path, str, list[str]]:

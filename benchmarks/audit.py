@@ -31,23 +31,8 @@ import platform
 import sys
 import time
 from pathlib import Path
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _load() -> list[float]:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return []
+from _machine import cpu_model as _cpu_model  # noqa: E402
+from _machine import load  # noqa: E402
 
 
 def scores_at(ranking, noise, k: int) -> dict:
@@ -152,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     def say(msg: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
-    load_before = _load()
+    load_before = load()
     t0 = time.perf_counter()
     cols = generate_records(records=args.records, seed=args.seed)
     gen_seconds = time.perf_counter() - t0
@@ -245,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             show(f"cleaning effect (tfidf, {cleaning['train']:,} train / {cleaning['test_clean']:,} clean test records): "
                   + ", ".join(f"{k} {cleaning[k]['accuracy_clean_test']:.2%}" for k in ("raw", "relabel flagged", "drop flagged")))
         show(f"audit {audit_seconds:.0f} s" + (f", baseline {baseline_seconds:.0f} s" if baseline_seconds else "")
-              + f"; CPU {_cpu_model()}, load {load_before} -> {_load()}")
+              + f"; CPU {_cpu_model()}, load {load_before} -> {load()}")
 
         out = {
             "benchmark": "audit",
@@ -267,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
             "stages_done": list(stages_done), "complete": final,
             "seconds": {"generate": round(gen_seconds, 1), "audit": round(audit_seconds, 1),
                         "baseline": round(baseline_seconds, 1) if baseline_seconds else None},
-            "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "load_before": load_before, "load_after": _load()},
+            "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "load_before": load_before, "load_after": load()},
             "versions": {"python": platform.python_version(), "scikit-learn": sklearn.__version__, "numpy": np.__version__},
         }
         if args.json:

@@ -45,7 +45,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from audit import _cpu_model as cpu_model
+from _machine import cpu_model
 from engines import PRESETS, load, peak_rss_mb
 
 from taxonomist.engines import create_engine

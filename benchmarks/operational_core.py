@@ -21,7 +21,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import random
 import sys
 import tempfile
@@ -35,6 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from taxonomist import service  # noqa: E402
 from taxonomist.store import Store  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine  # noqa: E402
+
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     if n == 0:
@@ -43,18 +45,6 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     centre = p + z * z / (2 * n)
     spread = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5)
     return ((centre - spread) / (1 + z * z / n), (centre + spread) / (1 + z * z / n))
-
-
-def cpu() -> dict:
-    model = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": model, "cores": os.cpu_count(), "load_avg": os.getloadavg()}
 
 
 def main() -> None:
@@ -122,7 +112,7 @@ def main() -> None:
     out = {"seed": args.seed, "records": args.records, "folds": args.folds, "rows": rows,
            "decision_log": {"run_id": cls.run_id, "records": cls.records, "answered": cls.answered,
                             "reasons": dict(cls.reasons)},
-           "seconds": round(time.perf_counter() - t0, 1), **cpu()}
+           "seconds": round(time.perf_counter() - t0, 1), **machine()}
     print(f"{'split':42} {'held-out cov':>12} {'test cov':>9} {'acc answered (95% CI)':>24} {'acc overall':>11} {'top-1':>6}")
     for r in rows:
         ci = r["answered_accuracy_ci95"]

@@ -23,6 +23,7 @@ from taxonomist.store import Store
 from taxonomist.taxonomy import ABSTAIN, load_taxonomy
 
 from .llm_servers import FaultServer
+from .test_cli_records import cli
 
 DATA = Path(__file__).parent / "data"
 TAXONOMY = DATA / "taxonomy_small.yaml"
@@ -49,16 +50,6 @@ def _texts(n_per: int, seed: int) -> tuple[list[str], list[str], list[str]]:
             texts.append(f"{rng.choice(phrases)} claim {rng.randint(100, 999)} {rng.choice(['', 'please review', 'appeal?'])}")
             labels.append(code)
     return ids, texts, labels
-
-
-def cli(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")
