@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from taxonomist.cli import main
 from taxonomist.decision import CodeMap
 from taxonomist.engines import create_engine, load_engine
 from taxonomist.prediction import Reason
