@@ -21,6 +21,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import random
 import time
 import uuid
 from collections import ChainMap, Counter
@@ -1318,7 +1319,17 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_S * 1000}")
-    cur.execute("PRAGMA journal_mode=WAL")
+    # Switching a new file to WAL needs it to itself for a moment; processes opening a new store together
+    # can be refused at once (no busy wait), so try again until the timeout.
+    deadline = time.monotonic() + _BUSY_TIMEOUT_S
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            break
+        except Exception as exc:  # sqlite3.OperationalError: database is locked
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02 + random.random() * 0.08)
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()
 
@@ -1341,7 +1352,8 @@ def _sqlite_locked(context: Any, shown: str) -> None:
     if not (isinstance(orig, Exception) and type(orig).__name__ == "OperationalError" and "locked" in str(orig)):
         return
     started = context.connection.info.get("taxonomist_started") if context.connection is not None else None
-    waited = time.monotonic() - started if started is not None else float(_BUSY_TIMEOUT_S)
+    # No statement start recorded (refused while connecting): it was refused at once, so `_retrying` may retry.
+    waited = time.monotonic() - started if started is not None else 0.0
     raise _StoreLocked(
         f"the store {shown} is locked by another process (waited {waited:.0f} s); retry when it finishes",
         waited,
