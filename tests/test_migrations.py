@@ -188,3 +188,24 @@ def test_every_version_is_reached_by_one_migration() -> None:
     # Upgrades apply migrations in order; a gap or a repeat would skip or re-run a step.
     assert VERSIONS == list(range(1, len(VERSIONS) + 1))
     assert migrations.LATEST_VERSION == VERSIONS[-1]
+
+
+def test_a_migration_killed_half_way_is_finished_on_the_next_open(tmp_path):
+    """SQLite commits each ALTER TABLE on its own: a kill between two leaves a half-applied migration."""
+    import sqlalchemy as sa
+
+    from taxonomist.store import Store
+    from taxonomist.store import migrations as m
+
+    url = f"sqlite:///{tmp_path / 'half.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        m._schema_migrations_table(sa.MetaData()).create(conn)
+        m.MIGRATIONS[0].apply(conn)
+        conn.execute(sa.text("INSERT INTO schema_migrations (version, name, applied_at) VALUES (1, 'initial', '2026-01-01')"))
+        conn.execute(sa.text("ALTER TABLE predictions ADD COLUMN reason VARCHAR(64)"))  # the first step of migration 2
+    engine.dispose()
+    with Store.open(url) as store:
+        assert store.schema_version == m.LATEST_VERSION
+        cols = {c["name"] for c in sa.inspect(store.engine).get_columns("predictions")}
+        assert {"reason", "taxonomy_version", "route", "extra"} <= cols

@@ -5,6 +5,10 @@ once applied. Migrations describe tables as they were at that version (a
 snapshot, not the ORM models), so an old database upgrades step by step. A
 database newer than this code refuses to open rather than be damaged.
 
+A migration must be idempotent (check before ALTER, create_all with checkfirst, IF NOT EXISTS): SQLite
+commits each DDL statement on its own, so a process killed half-way through one leaves part of it
+applied, and the next open must finish it.
+
 To change the schema: append a `Migration(N + 1, "what_it_does", fn)` to
 `MIGRATIONS` (using `op`-style `ALTER TABLE` through SQLAlchemy constructs that
 both SQLite and PostgreSQL accept) and update `models.py` to match.
@@ -132,7 +136,12 @@ def _m1_initial(conn: Connection) -> None:
 
 
 def _add_columns(conn: Connection, table: str, columns: list[sa.Column]) -> None:
+    # Idempotent: SQLite commits each ALTER TABLE on its own (pysqlite opens no transaction for DDL), so a
+    # migration killed half-way is finished, not repeated, when the store is opened again.
+    existing = {c["name"] for c in sa.inspect(conn).get_columns(table)}
     for col in columns:
+        if col.name in existing:
+            continue
         ddl = col.type.compile(dialect=conn.dialect)
         conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {col.name} {ddl}"))
 
@@ -172,7 +181,7 @@ def _m2_decision_log_registry_review(conn: Connection) -> None:
     # One open item per record and reason: flagging again is idempotent.
     sa.Index("ix_review_items_open", items.c.record_id, items.c.reason, items.c.status)
     md.create_all(conn)
-    conn.execute(sa.text("CREATE INDEX ix_predictions_record_created ON predictions (record_id, created)"))
+    conn.execute(sa.text("CREATE INDEX IF NOT EXISTS ix_predictions_record_created ON predictions (record_id, created)"))
 
 
 def _m3_api_keys(conn: Connection) -> None:
