@@ -149,7 +149,6 @@ def choose_threshold(
     order = np.argsort(-conf, kind="stable")
     sorted_conf = conf[order]
     hits = np.cumsum(ok[order])
-    kept = np.arange(1, n + 1)
     # Only cut where the confidence changes: tied rows are answered or not together.
     cut = np.r_[sorted_conf[1:] < sorted_conf[:-1], True]
     if policy == "answered":
@@ -316,11 +315,9 @@ def out_of_fold_proba(make_engine, texts: list[str], labels: list[str], *, folds
     y = np.asarray(labels, dtype=object)
     classes = np.array(sorted(set(y.tolist())), dtype=object) if classes is None else classes
     col = {c: i for i, c in enumerate(classes)}
-    rng = np.random.default_rng(seed)
-    fold_of = np.empty(len(y), dtype=int)
-    for c in np.unique(y):
-        members = rng.permutation(np.flatnonzero(y == c))
-        fold_of[members] = (np.arange(len(members)) + rng.integers(folds)) % folds
+    from ..splits import stratified_folds
+
+    fold_of = stratified_folds(y, folds, seed)
     out = np.zeros((len(y), len(classes)))
     for k in range(folds):
         held = np.flatnonzero(fold_of == k)

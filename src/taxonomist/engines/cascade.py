@@ -484,7 +484,7 @@ class CascadeEngine(Engine):
                     out.extras[i]["shortlist"] = list(shortlists[j])
             out.proba[remaining] = cal
             out.confidence[remaining] = conf
-            take = ~refused & (True if (s == last and not self.defer) else conf >= thresholds[s])
+            take = _stage_answers(conf, thresholds[s], final=s == last and not self.defer)
             out.stage[remaining[take]] = s
             if evidence:
                 for j in np.flatnonzero(take):
@@ -616,7 +616,7 @@ class CascadeEngine(Engine):
         last = len(outputs) - 1
         for s, (o, t) in enumerate(zip(outputs, thresholds)):
             cost[remaining] += o["cost"][remaining]
-            take = remaining & (o["confidence"] > 0 if (s == last and not self.defer) else o["confidence"] >= t)
+            take = remaining & _stage_answers(o["confidence"], t, final=s == last and not self.defer)
             stage[take] = s
             category[take] = o["category"][take]
             remaining &= ~take
@@ -730,3 +730,12 @@ def _z(confidence_level: float) -> float:
     from scipy.stats import norm
 
     return float(norm.ppf(float(confidence_level)))
+
+
+def _stage_answers(confidence: np.ndarray, threshold: float, *, final: bool) -> np.ndarray:
+    """Which records a stage answers: those it did not refuse (a refusal has confidence 0) whose calibrated
+    confidence clears its threshold; a last stage that may not defer answers everything it did not refuse.
+    The one routing rule, for predictions (`_route`) and for what-if routing of stored outputs (`routed_at`).
+    """
+    answered = confidence > 0
+    return answered if final else answered & (confidence >= threshold)
