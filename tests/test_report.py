@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 
@@ -10,6 +11,7 @@ import pytest
 
 from taxonomist.compare import EngineSpec, load_dataset, run_compare
 from taxonomist.compare.harness import open_store
+from taxonomist.engines.calibration import choose_threshold
 from taxonomist.store import Store
 
 from .test_compare import TINY, write_dated
@@ -112,10 +114,15 @@ def test_headline_numbers_recompute_from_results_json_and_store(report_dir):
                 assert item["ci"][0] <= item["value"] <= item["ci"][1]
                 checked += 1
                 intervals += 1
-            elif "review_run" in item:  # share below the threshold the report chose, with its Wilson interval
+            elif "review_run" in item:  # each half routed by the threshold chosen on the other half; Wilson interval
                 rows = store.predictions(run_id=item["review_run"])
+                half = np.array([hashlib.blake2b(r["record_id"].encode(), digest_size=1).digest()[0] & 1 for r in rows])
                 conf = np.array([r["confidence"] for r in rows])
-                share = 1.0 if item["threshold"] is None else float(np.mean(conf < item["threshold"]))
+                ok = np.array([truth[r["record_id"]] == r["category"] for r in rows])
+                for h in (0, 1):  # each threshold is the lowest one whose answered records on its own half reach the target
+                    assert item["thresholds"][h] == choose_threshold(conf[half == h], ok[half == h], min_accuracy=results["settings"]["review_target"])
+                routed_by = [item["thresholds"][1 - h] for h in half]
+                share = 1.0 - float(np.mean([t is not None and c >= t for t, c in zip(routed_by, conf)]))
                 assert share == pytest.approx(item["value"], abs=1e-9)
                 assert item["ci"] == pytest.approx(_wilson(share, len(rows)), abs=1e-9)
                 checked += 1

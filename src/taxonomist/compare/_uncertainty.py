@@ -11,7 +11,13 @@ be recomputed from the stored predictions (tests/test_report.py does):
   of `(a - b)[idx].mean(axis=1)`;
 - decay per month: the least-squares slope of monthly accuracy against the
   month; its interval resamples the records within each month (months in
-  order, one `rng.integers(0, n_m, size=(reps, n_m))` per month).
+  order, one `rng.integers(0, n_m, size=(reps, n_m))` per month);
+- the share left to people at a target accuracy on answered records: the
+  scored records fall in two halves by `review_half(record_id)`; each half is
+  routed with the threshold chosen on the other half (the lowest one whose
+  answered records reach the target, as `choose_threshold` does), so no record
+  is routed by a threshold fitted to it. The share and the accuracy on the
+  answered records carry Wilson intervals.
 
 A figure on fewer than `MIN_N` records is inconclusive: reported, never used
 to recommend.
@@ -19,6 +25,7 @@ to recommend.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,7 +33,7 @@ import numpy as np
 
 from ..engines.calibration import wilson_interval
 
-__all__ = ["MIN_N", "REPS", "proportion", "paired_difference", "per_record", "decay_per_month"]
+__all__ = ["MIN_N", "REPS", "proportion", "paired_difference", "per_record", "decay_per_month", "review_half", "review_share"]
 
 MIN_N = 100
 REPS = 2000
@@ -38,6 +45,38 @@ def proportion(value: float, n: int) -> dict[str, Any]:
         return {"value": float(value), "lo": None, "hi": None, "n": 0, "inconclusive": True}
     lo, hi = wilson_interval(float(value) * n, n)
     return {"value": float(value), "lo": float(lo), "hi": float(hi), "n": int(n), "inconclusive": bool(n < MIN_N)}
+
+
+def review_half(record_id: str) -> int:
+    """0 or 1: which half of the scored records a record falls in, from its id alone (stable across runs)."""
+    return hashlib.blake2b(str(record_id).encode(), digest_size=1).digest()[0] & 1
+
+
+def review_share(ids: Sequence[str], confidence: np.ndarray, correct: np.ndarray, *, target: float) -> dict[str, Any]:
+    """The share of records left to people so that the answered ones are `target` right, cross-fitted over two halves.
+
+    A threshold chosen on the very records it is then scored on looks better than it is; here each half is
+    routed by the threshold chosen on the other half. `thresholds[h]` is the one chosen ON half h (None: no
+    threshold reaches the target there, so the other half goes to people entirely).
+    """
+    from ..engines.calibration import choose_threshold
+
+    conf = np.asarray(confidence, dtype=float)
+    ok = np.asarray(correct, dtype=bool)
+    half = np.array([review_half(i) for i in ids], dtype=int)
+    thresholds: list[float | None] = []
+    for h in (0, 1):
+        on = half == h
+        thresholds.append(choose_threshold(conf[on], ok[on], min_accuracy=target) if on.any() else None)
+    answered = np.zeros(len(conf), dtype=bool)
+    for h in (0, 1):
+        thr = thresholds[1 - h]
+        if thr is not None:
+            answered |= (half == h) & (conf >= thr)
+    n = len(conf)
+    out = proportion(float(1.0 - answered.mean()) if n else 1.0, n)
+    acc = proportion(float(ok[answered].mean()) if answered.any() else 0.0, int(answered.sum()))
+    return {**out, "thresholds": thresholds, "answered_accuracy": acc}
 
 
 def per_record(runs: Sequence[Any]) -> dict[str, float]:

@@ -260,8 +260,6 @@ def _uncertainty(cmp: Comparison, backtest: dict[str, Any] | None) -> dict[str, 
 
     Computed from the runs' per-record correctness (see `_uncertainty`); each entry names its runs and seed.
     """
-    from ..engines.calibration import choose_threshold
-
     diffs: list[dict[str, Any]] = []
     full = {spec.display: cmp.log.select(experiment="learning_curve", engine=spec.display, k=ALL) for spec in cmp.specs}
     full = {e: runs for e, runs in full.items() if runs}
@@ -300,9 +298,8 @@ def _uncertainty(cmp: Comparison, backtest: dict[str, Any] | None) -> dict[str, 
     review: dict[str, Any] = {}
     target = cmp.settings.review_target
     for spec, r in _full_data_runs(cmp):
-        thr = choose_threshold(r.confidence, r.correct, min_accuracy=target, confidence_level=0.95)
-        to_people = 1.0 if thr is None else float(np.mean(r.confidence < thr))
-        review[spec.display] = {"target": target, "threshold": thr, "run_id": r.run_id, **U.proportion(to_people, r.n)}
+        review[spec.display] = {"target": target, "run_id": r.run_id,
+                                **U.review_share(r.ids.tolist(), r.confidence, r.correct, target=target)}
     return {"method": U.__doc__.strip(), "min_n": U.MIN_N, "differences": diffs, "decay": decay, "review": review}
 
 

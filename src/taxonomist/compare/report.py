@@ -182,7 +182,7 @@ def headline(results: dict[str, Any]) -> list[dict[str, Any]]:
     for e, r in unc.get("review", {}).items():
         items.append({"key": f"review_share/{e}", "label": f"{e}: share left to people for {pct(r['target'])} accuracy on answered records",
                       "engine": e, "value": r["value"], "ci": [r["lo"], r["hi"]], "n": r["n"], "inconclusive": r["inconclusive"],
-                      "format": "pct", "review_run": r["run_id"], "threshold": r["threshold"]})
+                      "format": "pct", "review_run": r["run_id"], "thresholds": r["thresholds"]})
     for d in unc.get("differences", []):
         if d["diff"] is None or d["kind"] == "crossover":
             continue
@@ -542,8 +542,10 @@ def first_screen(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     review = unc.get("review") or {}
     if review:
         target = next(iter(review.values()))["target"]
-        row(q3, f"share left to people for {pct(target)} accuracy on answered (threshold set on these records)",
-            {e: cell(r["value"], r["n"]) for e, r in review.items()})
+        row(q3, f"share left to people for {pct(target)} accuracy on answered (threshold chosen on one half of the test "
+                f"records, applied to the other); accuracy reached on the answered",
+            {e: f"{cell(r['value'], r['n'])}; {cell(r['answered_accuracy']['value'], r['answered_accuracy']['n'])}"
+             for e, r in review.items()})
     return ["question", "figure", *engines], rows
 
 
