@@ -41,7 +41,9 @@ __all__ = [
     "register_format",
     "detect_format",
     "read_records",
+    "iter_records",
     "write_rejects",
+    "RejectsFile",
     "derive_id",
     "text_hash",
     "count_rows",
@@ -465,7 +467,32 @@ def read_records(
     is its `source` column, else `default_source`, else the file name.
     `on_progress(position)` is called every few hundred rows.
     Raises `RecordError` when the file as a whole cannot be read (missing,
-    no header, a mapped column absent).
+    no header, a mapped column absent). Holds the whole file in memory:
+    `iter_records` reads the same rows one at a time.
+    """
+    result = ImportResult()
+    for item in iter_records(path, format=format, mapping=mapping, taxonomy=taxonomy, default_source=default_source,
+                             on_progress=on_progress):
+        (result.rejects if isinstance(item, Reject) else result.records).append(item)
+    return result
+
+
+def iter_records(
+    path: str | Path,
+    *,
+    format: str | None = None,
+    mapping: ColumnMapping | None = None,
+    taxonomy: Taxonomy | None = None,
+    default_source: str | None = None,
+    on_progress: Callable[[int], None] | None = None,
+    keep_raw: bool = True,
+) -> Iterator[Record | Reject]:
+    """`read_records` one row at a time, in file order: each row becomes a `Record` or a `Reject`.
+
+    Memory stays flat whatever the file's size, apart from the ids seen so far
+    (a later duplicate is rejected). `keep_raw=False` drops the parsed row from
+    rejects (what a long-running import keeps of them is then a line and a reason).
+    The file is checked (exists, format known) on the first `next()`.
     """
     p = Path(path)
     if not p.exists():
@@ -477,7 +504,6 @@ def read_records(
         raise RecordError(f"unknown format '{fmt_name}'; expected one of {', '.join(FORMATS)}")
     mapping = mapping or ColumnMapping()
     source_default = default_source or p.name
-    result = ImportResult()
     first_seen: dict[str, int] = {}
     occurrences: dict[str, int] = {}
     roles: dict[str, str | None] | None = None
@@ -490,7 +516,7 @@ def read_records(
         if on_progress is not None and n % 500 == 0:
             on_progress(line)
         if not isinstance(row, Mapping):
-            result.rejects.append(Reject(line=line, id="", reason=str(row)))
+            yield Reject(line=line, id="", reason=str(row))
             continue
         cols = tuple(row.keys())
         if cols != columns_seen:
@@ -501,33 +527,29 @@ def read_records(
                 roles = _resolve_row(mapping, cols, where, line)
             field_cols = mapping.field_columns(cols)
             columns_seen = cols
+        raw = row if keep_raw else None
         if roles is None:
-            result.rejects.append(
-                Reject(line=line, id="", reason=f"the row has no '{mapping.text}' field; every record needs its text", raw=row)
-            )
+            yield Reject(line=line, id="", reason=f"the row has no '{mapping.text}' field; every record needs its text", raw=raw)
             continue
         rec_or_reason = _to_record(row, roles, field_cols, line, taxonomy, source_default, occurrences)
         if isinstance(rec_or_reason, Reject):
-            result.rejects.append(rec_or_reason)
+            yield rec_or_reason if keep_raw else Reject(line=line, id=rec_or_reason.id, reason=rec_or_reason.reason)
             continue
         rec = rec_or_reason
         if rec.id in first_seen:
             quoted = roles.get("id") is None or _quotable(rec.id, roles.get("id"), roles["text"])
-            result.rejects.append(
-                Reject(
-                    line=line,
-                    id=rec.id if quoted else "",
-                    reason=(f"id '{rec.id}'" if quoted else f"the id in column '{_column_name(str(roles['id']))}'")
-                    + f" already appears on line {first_seen[rec.id]}; ids must be unique in a file, the later row is rejected",
-                    raw=row,
-                )
+            yield Reject(
+                line=line,
+                id=rec.id if quoted else "",
+                reason=(f"id '{rec.id}'" if quoted else f"the id in column '{_column_name(str(roles['id']))}'")
+                + f" already appears on line {first_seen[rec.id]}; ids must be unique in a file, the later row is rejected",
+                raw=raw,
             )
             continue
         first_seen[rec.id] = line
-        result.records.append(rec)
+        yield rec
     if on_progress is not None:
         on_progress(-1)
-    return result
 
 
 def _resolve_row(mapping: ColumnMapping, cols: tuple[str, ...], where: str, line: int) -> dict[str, str | None] | None:
@@ -614,16 +636,55 @@ def _to_record(
     return Record(id=rid, text=text, fields=fields, source=source, date=date, label=label)
 
 
-def write_rejects(rejects: Sequence[Reject], path: str | Path) -> Path:
+def write_rejects(rejects: Iterable[Reject], path: str | Path) -> Path:
     """Write rejects as CSV `line,id,reason`. Record text is never written (it is PHI)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    with p.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["line", "id", "reason"])
+    with RejectsFile(path) as out:
+        out.open()
         for r in rejects:
-            w.writerow([r.line, r.id, r.reason])
-    return p
+            out.add(r)
+    return Path(path)
+
+
+class RejectsFile:
+    """The rejects CSV (`line,id,reason`) written as rejects come, for a reader that streams.
+
+    The file is created on the first `add` (or `open`), so a file without bad rows
+    leaves none. `count` and `first` (the first few) are kept for the summary.
+    Record text is never written (it is PHI).
+    """
+
+    def __init__(self, path: str | Path, *, keep: int = 5) -> None:
+        self.path = Path(path)
+        self.count = 0
+        self.first: list[Reject] = []
+        self._keep = keep
+        self._fh: Any = None
+        self._writer: Any = None
+
+    def open(self) -> None:
+        if self._fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = self.path.open("w", newline="", encoding="utf-8")
+            self._writer = csv.writer(self._fh)
+            self._writer.writerow(["line", "id", "reason"])
+
+    def add(self, reject: Reject) -> None:
+        self.open()
+        self._writer.writerow([reject.line, reject.id, reject.reason])
+        self.count += 1
+        if len(self.first) < self._keep:
+            self.first.append(Reject(line=reject.line, id=reject.id, reason=reject.reason))
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def __enter__(self) -> RejectsFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def write_records(records: Iterable[Record], path: str | Path) -> int:

@@ -6,13 +6,17 @@ import getpass
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.table import Table
 
 from ..errors import RecordError
 from ._console import console, err_console, progress, resumable
+
+if TYPE_CHECKING:
+    from ..records import Record
 
 __all__ = ["register", "Db", "Who", "Create", "open_store", "parse_day"]
 
@@ -91,7 +95,9 @@ def import_records(
     records are written in one transaction: all of them or none, so rerunning
     the same command resumes).
     """
-    from ..records import ColumnMapping, count_rows, read_records, write_rejects
+    from itertools import chain
+
+    from ..records import ColumnMapping, RejectsFile, Reject, count_rows, iter_records
     from ..store import Store
     from ..taxonomy import load_crosswalk, load_taxonomy
 
@@ -125,39 +131,54 @@ def import_records(
                 elif total is not None:
                     bar.update(task, completed=total)
 
-            # Their codes are checked against the crosswalk, not our taxonomy.
-            result = read_records(
+            # Their codes are checked against the crosswalk, not our taxonomy. Rows are read as the store
+            # takes them (one transaction), so memory stays flat; rejects go to their file as they come.
+            rows = iter_records(
                 file, format=format, mapping=mapping, taxonomy=None if cw else tax, default_source=source,
-                on_progress=advance,
+                on_progress=advance, keep_raw=False,
             )
-        rejects_path = rejects or file.with_name(file.name + ".rejects.csv")
-        if result.rejects:
-            write_rejects(result.rejects, rejects_path)
-        elif rejects is None and rejects_path.is_file():
+            rejects_path = rejects or file.with_name(file.name + ".rejects.csv")
+            kept_rows = [0]
+            with RejectsFile(rejects_path, keep=3) as bad:
+
+                def records() -> Iterator[Record]:
+                    for item in rows:
+                        if isinstance(item, Reject):
+                            bad.add(item)
+                        else:
+                            kept_rows[0] += 1
+                            yield item
+
+                stream = records()
+                first = next(stream, None)
+                if first is not None:
+                    if cw is not None:  # checks every code against the crosswalk first: needs them all
+                        added = store.import_crosswalk_history([first, *stream], cw, who=who, taxonomy=tax)
+                    else:
+                        added = store.add_records(chain([first], stream), who=who,
+                                                  taxonomy_version=tax.version_id if tax else None)
+        if not bad.count and rejects is None and rejects_path.is_file():
             rejects_path.unlink()  # a stale rejects file from an earlier import would mislead
-        if not result.records:
-            _summary(file, result.read, 0, 0, 0, len(result.rejects))
-            if result.rejects:
+        if first is None:
+            _summary(file, bad.count, 0, 0, 0, bad.count)
+            if bad.count:
                 raise RecordError(
-                    f"nothing could be imported from '{file}': all {len(result.rejects)} rows were rejected; "
+                    f"nothing could be imported from '{file}': all {bad.count} rows were rejected; "
                     f"reasons per line in {rejects_path}"
                 )
             raise RecordError(f"nothing could be imported from '{file}': it has no data rows")
-        if cw is not None:
-            added = store.import_crosswalk_history(result.records, cw, who=who, taxonomy=tax)
-        else:
-            added = store.add_records(result.records, who=who, taxonomy_version=tax.version_id if tax else None)
         stored.append(added.inserted + added.unchanged)
-    _summary(file, result.read, added.inserted, added.unchanged, len(added.conflicts), len(result.rejects))
+    read = kept_rows[0] + bad.count
+    _summary(file, read, added.inserted, added.unchanged, len(added.conflicts), bad.count)
     if added.labels_added:
         how = f" (their codes translated through the {cw.source} crosswalk)" if cw else ""
         console.print(f"{added.labels_added} label(s) stored{how}; operation id {added.run_id}")
-    if result.rejects:
+    if bad.count:
         console.print(
-            f"[yellow]{len(result.rejects)} row(s) rejected[/yellow], the other {len(result.records)} kept; "
+            f"[yellow]{bad.count} row(s) rejected[/yellow], the other {kept_rows[0]} kept; "
             f"line and reason of each in {rejects_path} (fix those lines of your file and import it again)"
         )
-        for r in result.rejects[:3]:
+        for r in bad.first:
             console.print(f"  line {r.line}: {r.reason}", highlight=False, markup=False)
     if added.conflicts:
         console.print(

@@ -27,6 +27,7 @@ import uuid
 from collections import ChainMap, Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, is_dataclass
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -93,6 +94,13 @@ def _new_id() -> str:
 def _chunks(items: Sequence[Any], n: int = _CHUNK) -> Iterator[Sequence[Any]]:
     for i in range(0, len(items), n):
         yield items[i : i + n]
+
+
+def _batched(items: Iterable[Any], n: int = _CHUNK) -> Iterator[list[Any]]:
+    """`_chunks` of any iterable (a generator reading a file), taken as it comes."""
+    it = iter(items)
+    while batch := list(islice(it, n)):
+        yield batch
 
 
 def default_db_url() -> str:
@@ -260,8 +268,9 @@ class Store:
         record that has none; a label differing from the record's history is a
         conflict (change labels with `assign` or a taxonomy operation instead).
         """
+        # Consumed in chunks, in one transaction: a reader that streams a file keeps memory flat.
         return self._add(
-            list(records), who=who, taxonomy_version=taxonomy_version, reason="import", kind="import", crosswalk=None
+            records, who=who, taxonomy_version=taxonomy_version, reason="import", kind="import", crosswalk=None
         )
 
     def import_crosswalk_history(
@@ -310,7 +319,7 @@ class Store:
 
     def _add(
         self,
-        records: list[Record],
+        records: Iterable[Record],
         *,
         who: str,
         taxonomy_version: str | None,
@@ -323,11 +332,13 @@ class Store:
         now = _now()
         with self._session() as s:
             _writers_take_turns(s)
-            s.add(RunRow(id=result.run_id, kind=kind, params={"who": who, "reason": reason, "records": len(records)},
+            s.add(RunRow(id=result.run_id, kind=kind, params={"who": who, "reason": reason},
                          started=now, finished=None, status="running", summary=None))
             s.flush()
             seen: dict[str, str] = {}  # ids written earlier in this call -> text hash
-            for batch in _chunks(records):
+            read = 0
+            for batch in _batched(records):
+                read += len(batch)
                 ids = list({r.id for r in batch} - seen.keys())
                 # Not a copy of `seen`: copying it per batch made a 1M-record import quadratic (~60 s of copies).
                 stored: ChainMap[str, str] = ChainMap({}, seen)
@@ -391,6 +402,7 @@ class Store:
             run = s.get(RunRow, result.run_id)
             assert run is not None
             run.finished, run.status = _now(), "ok"
+            run.params = {**run.params, "records": read}
             run.summary = {"inserted": result.inserted, "unchanged": result.unchanged,
                            "conflicts": len(result.conflicts), "labels_added": result.labels_added}
         return result
