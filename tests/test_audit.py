@@ -230,3 +230,38 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "expected ENGINE.NAME=VALUE for one of --engines (tfidf)" in capsys.readouterr().err
     assert run("audit", "--db", str(tmp_path / "typo.db"), "--out", str(tmp_path / "s.csv")) == 1
     assert "no store at" in capsys.readouterr().err and not (tmp_path / "typo.db").exists()
+
+
+def test_compare_report_says_how_clean_the_history_is(tmp_path):
+    """A comparison audits its training records: planted C1 -> C2 flips lead the pairs; report.md and report.html show it."""
+    from taxonomist.compare import EngineSpec, Settings, load_dataset, run_compare
+
+    rng = np.random.default_rng(0)
+    words = {f"C{i}": [f"w{i}x{j}" for j in range(8)] for i in range(5)}
+    filler = [f"n{j}" for j in range(40)]
+    rows, planted = [], set()
+    for r in range(1000):
+        label = f"C{r % 5}"
+        text = " ".join([*rng.choice(words[label], 3), *rng.choice(filler, 4)])
+        if label == "C1" and r % 20 == 1:  # every 4th C1 record (5% of all) is labelled C2
+            label = "C2"
+            planted.add(f"r{r:04d}")
+        rows.append({"id": f"r{r:04d}", "text": text, "label": label})
+    path = _write_csv(tmp_path / "records.csv", {k: [row[k] for row in rows] for k in ("id", "text", "label")},
+                      ("id", "text", "label"))
+    results = run_compare(load_dataset(path), None, [EngineSpec("tfidf")], out_dir=tmp_path / "out",
+                          settings=Settings(seeds=1, ks=("all",), latency_items=5, throughput_items=20))
+    found = results["audit"]
+    assert found["records"] == 800 and found["engine"] == "tfidf"  # the training pool: 80% of the records
+    top = found["pairs"][0]
+    assert (top["given"], top["suggested"]) == ("C2", "C1")
+    in_pool = len(planted & set(found["suspect_ids"]))
+    assert in_pool >= 6  # the 8 ids shown first are (nearly all) planted flips
+    noisiest = found["categories"][0]
+    assert noisiest["category"] == "C2" and 0.1 < noisiest["noise_rate"] < 0.4  # ~40 of ~200 records labelled C2
+    assert 0.02 < found["share_flagged"] < 0.1
+    md = (tmp_path / "out" / "report.md").read_text()
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "## How clean is your history?" in md and "<h2>How clean is your history?</h2>" in html
+    assert "records labelled C2 look like C1" in md and "noise rate" in html
+    assert "text" not in {k for p in found["pairs"] for k in p}  # ids and codes only

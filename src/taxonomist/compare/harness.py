@@ -13,6 +13,7 @@ import numpy as np
 
 from ..taxonomy import ABSTAIN, Crosswalk, Taxonomy
 from . import _scores
+from .audit_section import audit_history
 from . import _uncertainty as U
 from .costs import PriceTable, load_prices
 from .dataset import Dataset
@@ -80,6 +81,7 @@ def run_compare(
         "cost_speed": costs,
         "llm_measured": measured,
         "cascade": cmp.cascade(),
+        "audit": audit_history(cmp),  # "How clean is your history?" (compare/audit_section.py)
         "calibration": _calibration(cmp),
         "confusions": _confusions(cmp),
         "uncertainty": _uncertainty(cmp, bt),

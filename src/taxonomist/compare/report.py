@@ -720,6 +720,10 @@ def _sections(results: dict[str, Any]) -> list[tuple[str, list[str], list[tuple[
             out.append(("Per-category errors", [], tables))
     if results.get("cascade"):
         out.append(("Cheap first, expensive when unsure", [], [_cascade_table(c) for c in results["cascade"]]))
+    if results.get("audit"):
+        from .audit_section import audit_section
+
+        out.append(audit_section(results["audit"]))
     return out
 
 
