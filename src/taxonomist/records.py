@@ -42,6 +42,7 @@ __all__ = [
     "detect_format",
     "read_records",
     "iter_records",
+    "row_to_record",
     "write_rejects",
     "RejectsFile",
     "derive_id",
@@ -634,6 +635,17 @@ def _to_record(
         occurrences[base] = k + 1
         rid = base if k == 0 else derive_id(text, fields, source, k)
     return Record(id=rid, text=text, fields=fields, source=source, date=date, label=label)
+
+
+def row_to_record(row: Mapping[str, Any], roles: Mapping[str, str | None], *, line: int = 0) -> Record | Reject:
+    """One row as the file readers make it a `Record` (or a `Reject` with the reason), for readers that split a file.
+
+    `roles` maps text, id, label, date and source to a column (or None); no
+    structured fields are kept, and an id is never derived (that needs the
+    whole file: a row without one gets an empty id).
+    """
+    return _to_record(row, roles, [], line, None, "", {}) if roles.get("id") and str(row.get(roles["id"]) or "").strip() \
+        else Reject(line=line, id="", reason=f"column '{roles.get('id')}' is empty; every record needs its id")
 
 
 def write_rejects(rejects: Iterable[Reject], path: str | Path) -> Path:

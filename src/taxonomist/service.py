@@ -40,6 +40,8 @@ __all__ = [
     "load_model",
     "Classification",
     "classify",
+    "ClassifyRun",
+    "output_row",
     "Evaluation",
     "evaluate",
     "score_predictions",
@@ -340,6 +342,7 @@ class Classification:
     answered: int = 0
     reasons: Counter = field(default_factory=Counter)
     warning: str = ""
+    skipped: int = 0  # input rows that were not records (no text, no id)
 
     @property
     def coverage(self) -> float:
@@ -369,58 +372,96 @@ def classify(
     join the review queue when `to_review`. `on_batch(records, predictions)`
     is called after each batch is logged (the CLI writes its output file there).
     """
-    if taxonomy is None and store is not None:
-        taxonomy = store.get_taxonomy()
-    code_map = engine.code_map(taxonomy) if taxonomy is not None else None
-    result = Classification(run_id=None, model_id=engine.model_id,
-                            taxonomy_version=code_map.current_version if code_map else str(getattr(engine, "taxonomy_version_", "")))
-    if code_map is not None and code_map.changed:
-        result.warning = code_map.summary()
-        warn(result.warning)
-    if store is not None:
-        result.run_id = store.start_run("classify", {"model_id": engine.model_id, "taxonomy_version": result.taxonomy_version})
-    status = "interrupted"
-    try:
+    with ClassifyRun(engine, store=store, taxonomy=taxonomy, to_review=to_review, who=who, warn=warn) as run:
         batch: list[Record] = []
         for rec in records:
             batch.append(rec)
             if len(batch) >= batch_size:
-                _classify_batch(engine, batch, store, code_map, top_k, to_review, who, result, on_batch)
-                progress(result.records, total)
+                _classify_batch(engine, batch, run, top_k, on_batch)
+                progress(run.result.records, total)
                 batch = []
         if batch:
-            _classify_batch(engine, batch, store, code_map, top_k, to_review, who, result, on_batch)
-            progress(result.records, total)
-        status = "ok"
-    finally:
-        if store is not None and result.run_id is not None:
-            store.finish_run(result.run_id, status, {"records": result.records, "answered": result.answered,
-                                                     "reasons": dict(result.reasons)})
-    return result
+            _classify_batch(engine, batch, run, top_k, on_batch)
+            progress(run.result.records, total)
+    return run.result
 
 
-def _classify_batch(engine, batch, store, code_map, top_k, to_review, who, result, on_batch) -> None:
-    preds = engine.predict_batch([r.text for r in batch], ids=[r.id for r in batch], top_k=top_k, code_map=code_map)
-    if store is not None:
-        store.add_predictions(zip((r.id for r in batch), preds), run_id=result.run_id)
-        if to_review:
-            store.add_review_items(
-                ({"record_id": r.id, "reason": p.reason, "score": p.confidence,
-                  "suggested": p.alternatives[0].category if p.alternatives else None, "model_id": p.model_id,
-                  "details": {k: p.extra[k] for k in ("note", "model_category") if k in p.extra}}
-                 for r, p in zip(batch, preds) if p.category == ABSTAIN),
-                who=who or _user(), run_id=result.run_id,
-            )
-    for p in preds:
-        result.records += 1
-        if p.category == ABSTAIN:
-            result.reasons[p.reason or "none"] += 1
-        else:
-            result.answered += 1
-            if p.reason:
-                result.reasons[p.reason] += 1
+def _classify_batch(engine, batch, run: ClassifyRun, top_k, on_batch) -> None:
+    preds = engine.predict_batch([r.text for r in batch], ids=[r.id for r in batch], top_k=top_k, code_map=run.code_map)
+    run.log([r.id for r in batch], preds)
     if on_batch is not None:
         on_batch(batch, preds)
+
+
+class ClassifyRun:
+    """The bookkeeping of one classify run, whoever calls `predict_batch` (this process, or Ray's workers).
+
+    Opening it resolves the taxonomy the decisions are valid in (the store's
+    latest by default) into `code_map` (pass it to `predict_batch`), warns once
+    when the model was trained on another version, and starts a run in the
+    decision log; `log(ids, predictions)` writes a batch of decisions there (NONE
+    ones to the review queue when `to_review`) and counts them in `result`;
+    leaving it records the run as ok, or interrupted on an exception.
+    """
+
+    def __init__(self, engine: Engine, *, store: Store | None = None, taxonomy: Taxonomy | None = None,
+                 to_review: bool = True, who: str = "", warn: Callable[[str], None] = lambda _m: None,
+                 params: dict[str, Any] | None = None) -> None:
+        if taxonomy is None and store is not None:
+            taxonomy = store.get_taxonomy()
+        self.store, self.to_review, self.who = store, to_review, who
+        self.code_map = engine.code_map(taxonomy) if taxonomy is not None else None
+        self.result = Classification(
+            run_id=None, model_id=engine.model_id,
+            taxonomy_version=self.code_map.current_version if self.code_map else str(getattr(engine, "taxonomy_version_", "")))
+        if self.code_map is not None and self.code_map.changed:
+            self.result.warning = self.code_map.summary()
+            warn(self.result.warning)
+        self._params = {"model_id": engine.model_id, "taxonomy_version": self.result.taxonomy_version, **(params or {})}
+
+    def __enter__(self) -> ClassifyRun:
+        if self.store is not None:
+            self.result.run_id = self.store.start_run("classify", self._params)
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if self.store is not None and self.result.run_id is not None:
+            r = self.result
+            self.store.finish_run(r.run_id, "interrupted" if exc_type is not None else "ok",
+                                  {"records": r.records, "answered": r.answered, "reasons": dict(r.reasons)})
+
+    def log(self, ids: Sequence[str], preds: Sequence[Prediction]) -> None:
+        store, result = self.store, self.result
+        if store is not None:
+            store.add_predictions(zip(ids, preds), run_id=result.run_id)
+            if self.to_review:
+                store.add_review_items(
+                    ({"record_id": rid, "reason": p.reason, "score": p.confidence,
+                      "suggested": p.alternatives[0].category if p.alternatives else None, "model_id": p.model_id,
+                      "details": {k: p.extra[k] for k in ("note", "model_category") if k in p.extra}}
+                     for rid, p in zip(ids, preds) if p.category == ABSTAIN),
+                    who=self.who or _user(), run_id=result.run_id,
+                )
+        self.count([p.category for p in preds], [p.reason for p in preds])
+
+    def count(self, categories: Sequence[str], reasons: Sequence[str | None]) -> None:
+        """Count decisions in `result` without logging them (a run without a store)."""
+        result = self.result
+        for category, reason in zip(categories, reasons):
+            result.records += 1
+            if category == ABSTAIN:
+                result.reasons[reason or "none"] += 1
+            else:
+                result.answered += 1
+                if reason:
+                    result.reasons[reason] += 1
+
+
+def output_row(record_id: str, p: Prediction) -> dict[str, Any]:
+    """What a predictions file holds of one decision (no text): the columns of `classify --output`."""
+    return {"id": record_id, "category": p.category, "confidence": round(p.confidence, 4), "reason": p.reason,
+            "alternatives": [{"category": a.category, "score": round(a.score, 4)} for a in p.alternatives],
+            "model_id": p.model_id, "taxonomy_version": p.taxonomy_version}
 
 
 # ----- evaluate -------------------------------------------------------------------------------

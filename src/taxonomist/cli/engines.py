@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from itertools import chain
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -232,13 +233,15 @@ def _prepare_output(output: Path, model_id: str) -> set[str]:
 def classify(
     output: Annotated[
         Path,
-        typer.Option("--output", help="Predictions: .csv or .jsonl. If it exists, records already in it are skipped (resume).", show_default=False),
+        typer.Option("--output", help="Predictions: .csv or .jsonl. If it exists, records already in it are skipped (resume). "
+                     "With --executor ray: a new folder of Parquet parts.", show_default=False),
     ],
     model: Annotated[
         str, typer.Option("--model", help="A model directory, or with --db a registered model id or 'active'.")
     ] = "active",
     input: Annotated[
-        Optional[Path], typer.Option("--input", help="Records to classify (.csv, .jsonl, .parquet, .835). Default with --db: the store's records.")
+        Optional[Path], typer.Option("--input", help="Records to classify (.csv, .jsonl, .parquet, .835; with --executor ray "
+                                     "a .csv/.jsonl/.parquet file or a folder of them). Default with --db: the store's records.")
     ] = None,
     db: Db = None,
     since: Since = None,
@@ -249,6 +252,21 @@ def classify(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Records per engine call; each batch is written before the next.")] = 256,
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="Alternatives written per record.")] = 3,
     review: Annotated[bool, typer.Option("--review/--no-review", help="With --db: put NONE decisions in the review queue.")] = True,
+    executor: Annotated[
+        str, typer.Option("--executor", help="'inprocess' (streams in this process), or 'ray' (Ray Data: a local Ray, or the "
+                          "cluster at --address; needs taxonomist[ray]).")
+    ] = "inprocess",
+    address: Annotated[
+        Optional[str], typer.Option("--address", help="With --executor ray: 'auto' (the cluster this machine is part of), "
+                                    "ray://HOST:PORT (a Ray client server), or none for a local Ray on this machine.")
+    ] = None,
+    workers: Annotated[
+        Optional[int], typer.Option("--workers", min=1, help="With --executor ray: at most this many model copies (actors); "
+                                    "default: the cluster's CPUs / --cpus-per-worker.")
+    ] = None,
+    cpus_per_worker: Annotated[
+        float, typer.Option("--cpus-per-worker", min=0.1, help="With --executor ray: CPUs each model copy takes.")
+    ] = 1.0,
     create: Create = False,
 ) -> None:
     """Classify records into --output in batches, resumably; with --db every decision goes to the store's decision log.
@@ -256,39 +274,104 @@ def classify(
     Decisions are valid in the store's current taxonomy: a model trained before
     a merge or rename answers the new code, one trained before a split or a
     retirement answers NONE (to review) for the affected codes, and a warning
-    names both versions.
+    names both versions. Records are read and written as they come: memory
+    does not grow with the input.
     """
     from .. import service
 
+    if executor not in ("inprocess", "ray"):
+        raise EngineError(f"--executor '{executor}': expected 'inprocess' or 'ray'")
     if input is None and db is None:
         raise RecordError("give the records: --input FILE, or --db STORE to classify its records")
+    if executor == "ray":
+        if input is None:
+            raise RecordError("--executor ray reads --input (a file or a folder); export the store's records first "
+                              "(`taxonomist records export --out records.parquet`)")
+        from ..ray_classify import classify_on_ray
+
+        store = service.open_store(_settings(db, create)) if db is not None else None
+        try:
+            loaded = service.load_model(model, store)
+            with reporter("classifying on Ray") as update, resumable(
+                f"the parts written so far are in {output}" + (" and the store's decision log" if store else "")
+                + "; a Ray run does not resume: delete the folder (or choose another --output) and rerun"
+            ):
+                result = classify_on_ray(
+                    loaded, input, output, store=store, address=address, text_col=text_col, id_col=id_col,
+                    batch_size=batch_size, top_k=top_k, to_review=review, workers=workers, cpus_per_worker=cpus_per_worker,
+                    progress=lambda d: update(d, None), say=lambda m: err_console.print(m, highlight=False, markup=False),
+                    warn=lambda m: err_console.print(f"[yellow]warning:[/yellow] {m}", highlight=False),
+                )
+        finally:
+            if store is not None:
+                store.close()
+        _said(result, output)
+        return
     store = service.open_store(_settings(db, create)) if db is not None else None
     try:
         loaded = service.load_model(model, store)
         done = _prepare_output(output, loaded.model_id)
         if input is not None:
-            records = _read(input, text_col, None, id_col, need_labels=False)
+            from ..records import count_rows
+
+            skipped = _Skipped(input)
+            records = skipped.records(input, text_col, id_col)
+            total = count_rows(input)
         else:
-            records = service.store_records(store, labelled=None, since=_day(since, "--since"), until=_day(until, "--until"),
-                                            source=source)
-        todo = [r for r in records if r.id not in done]
+            records = store.records(labelled=None, since=_day(since, "--since"), until=_day(until, "--until"), source=source)
+            total = None
+        # The first record before anything is written: a file with none is refused as before, leaving no output.
+        first = next(records, None)
+        if first is None and input is not None:
+            skipped.report()
+            raise RecordError(f"'{input}': no usable records; check --text-col and the rejected rows above")
         if done:
-            err_console.print(f"resuming: {len(records) - len(todo)} of {len(records)} records already in {output}")
-        _run_classify(loaded, todo, output, store, batch_size, top_k, review, total=len(records), already=len(records) - len(todo))
+            err_console.print(f"resuming: {len(done)}" + (f" of {total}" if total else "") + f" records already in {output}")
+        todo = (r for r in chain([first] if first is not None else [], records) if r.id not in done)
+        _run_classify(loaded, todo, output, store, batch_size, top_k, review, total=total, already=len(done))
+        if input is not None:
+            skipped.report()
     finally:
         if store is not None:
             store.close()
 
 
-def _run_classify(loaded, todo, output: Path, store, batch_size: int, top_k: int, review: bool, *, total: int, already: int) -> None:
+class _Skipped:
+    """A classify input read as it comes; rows that are not records are counted and the first few shown at the end."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.count, self.first = path, 0, []
+
+    def records(self, path: Path, text_col: str, id_col: str | None):
+        from ..records import ColumnMapping, Reject, iter_records
+
+        if not path.is_file():
+            raise RecordError(f"input file '{path}' does not exist" if not path.exists() else f"input '{path}' is not a file")
+        for item in iter_records(path, mapping=ColumnMapping(text=text_col, id=id_col), keep_raw=False):
+            if isinstance(item, Reject):
+                self.count += 1
+                if len(self.first) < 5:
+                    self.first.append(item)
+                continue
+            yield item
+
+    def report(self) -> None:
+        if self.count:
+            err_console.print(f"[yellow]{self.count} row(s) of {self.path} skipped[/yellow]")
+            for r in self.first:
+                err_console.print(f"  line {r.line}: {r.reason}", highlight=False, markup=False)
+
+
+def _run_classify(loaded, todo, output: Path, store, batch_size: int, top_k: int, review: bool, *,
+                  total: int | None, already: int) -> None:
     from .. import service
 
     jsonl = output.suffix in (".jsonl", ".ndjson")
     new_file = not output.exists() or output.stat().st_size == 0
     output.parent.mkdir(parents=True, exist_ok=True)
     written = [already]
-    with output.open("a", encoding="utf-8", newline="") as f, reporter("classifying", len(todo)) as update, resumable(
-        lambda: f"{written[0]:,} of {total:,} records are in {output}"
+    with output.open("a", encoding="utf-8", newline="") as f, reporter("classifying", total) as update, resumable(
+        lambda: f"{written[0]:,}" + (f" of {total:,}" if total else "") + f" records are in {output}"
         + (" and the store's decision log" if store is not None else "") + "; rerun the same command to resume"
     ):
         writer = None if jsonl else csv.DictWriter(f, fieldnames=OUT_COLUMNS)
@@ -297,21 +380,24 @@ def _run_classify(loaded, todo, output: Path, store, batch_size: int, top_k: int
 
         def write(batch, preds) -> None:
             for rec, p in zip(batch, preds):
-                row = {"id": rec.id, "category": p.category, "confidence": round(p.confidence, 4), "reason": p.reason,
-                       "model_id": p.model_id, "taxonomy_version": p.taxonomy_version}
+                row = service.output_row(rec.id, p)
                 if jsonl:
-                    alts = [{"category": a.category, "score": round(a.score, 4)} for a in p.alternatives]
-                    f.write(json.dumps({**row, "alternatives": alts}) + "\n")
+                    f.write(json.dumps(row) + "\n")
                 else:
-                    writer.writerow({**row, "alternatives": ";".join(f"{a.category}:{round(a.score, 4)}" for a in p.alternatives)})
+                    row["alternatives"] = ";".join(f"{a['category']}:{a['score']}" for a in row["alternatives"])
+                    writer.writerow(row)
             f.flush()
             written[0] += len(batch)
 
         result = service.classify(
-            loaded.engine, todo, store=store, batch_size=batch_size, top_k=top_k, to_review=review, total=len(todo),
-            on_batch=write, progress=lambda d, t: update(d, t),
+            loaded.engine, todo, store=store, batch_size=batch_size, top_k=top_k, to_review=review, total=total,
+            on_batch=write, progress=lambda d, t: update(already + d, t),
             warn=lambda m: err_console.print(f"[yellow]warning:[/yellow] {m}", highlight=False),
         )
+    _said(result, output)
+
+
+def _said(result, output: Path) -> None:
     from ..prediction import Reason
 
     mapped = result.reasons.get(Reason.MAPPED, 0)
@@ -320,7 +406,8 @@ def _run_classify(loaded, todo, output: Path, store, batch_size: int, top_k: int
         f"wrote {result.records} prediction(s) to {output}: {result.answered} answered ({result.coverage:.1%})"
         + (f", {mapped} of them mapped to a code's successor" if mapped else "")
         + f"; {result.records - result.answered} NONE ({reasons})"
-        + (f"; decision log run {result.run_id}" if result.run_id else ""),
+        + (f"; decision log run {result.run_id}" if result.run_id else "")
+        + (f"; {result.skipped} input row(s) skipped (no id or no text)" if result.skipped else ""),
         highlight=False,
     )
 
