@@ -112,6 +112,42 @@ def cleaning_effect(result, texts, noise, *, seed: int, on_step=None) -> dict:
     return out
 
 
+def cached_oof(args, ids, texts, labels, engines, engine_params, say):
+    """The audit's out-of-fold (classes, proba), each engine's read from or written to `args.oof_cache`."""
+    import hashlib
+
+    import numpy as np
+
+    from taxonomist.audit import out_of_fold_proba
+
+    counts: dict[str, int] = {}
+    for y in labels:
+        counts[y] = counts.get(y, 0) + 1
+    keep = [i for i, y in enumerate(labels) if counts[y] >= args.folds]  # as audit(skip_small=True)
+    texts_k, labels_k = [texts[i] for i in keep], [labels[i] for i in keep]
+    digest = hashlib.sha256("\n".join(f"{ids[i]}\t{labels[i]}" for i in keep).encode()).hexdigest()[:12]
+    args.oof_cache.mkdir(parents=True, exist_ok=True)
+    total = None
+    for name in engines:
+        params = engine_params.get(name, {})
+        key = hashlib.sha256(json.dumps([name, params, args.folds, args.audit_seed, digest], sort_keys=True).encode()).hexdigest()[:16]
+        path = args.oof_cache / f"oof_seed{args.seed}_{args.records}_{name}_{key}.npz"
+        if path.exists():
+            with np.load(path, allow_pickle=True) as z:
+                classes, proba = z["classes"], z["proba"]
+            say(f"{name}: out-of-fold probabilities from {path}")
+        else:
+            classes, proba = out_of_fold_proba(texts_k, labels_k, engines=[name], folds=args.folds, seed=args.audit_seed,
+                                               engine_params={name: params}, jobs=args.jobs,
+                                               on_progress=lambda done, n, what: say(f"audit {done}/{n}: {what}"))
+            np.savez(path, classes=classes, proba=proba)
+            say(f"{name}: wrote {path}")
+        total = proba if total is None else total + proba
+    total /= len(engines)
+    sums = total.sum(axis=1, keepdims=True)
+    return classes, np.divide(total, sums, out=np.zeros_like(total), where=sums > 0)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seed", type=int, default=7, help="generator seed")
@@ -126,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-baseline", action="store_true", help="skip the TF-IDF + logistic regression baseline")
     ap.add_argument("--no-cleaning", action="store_true", help="skip the cleaning effect (three more tfidf fits)")
     ap.add_argument("--json", type=Path, help="write the figures here as JSON")
+    ap.add_argument("--oof-cache", type=Path, help="keep each engine's out-of-fold probabilities here (.npz per seed, "
+                    "records, engine, parameters, folds and fold seed) and reuse them on the next run")
     args = ap.parse_args(argv)
 
     import numpy as np
@@ -155,8 +193,11 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--param '{item}': expected ENGINE.NAME=VALUE, e.g. tfidf.C=0.1")
         engine_params.setdefault(engine, {})[name] = json.loads(value)
     t0 = time.perf_counter()
+    oof = None
+    if args.oof_cache:
+        oof = cached_oof(args, ids, texts, labels, engines, engine_params, say)
     result = audit(ids, texts, labels, engines=engines, folds=args.folds, seed=args.audit_seed, engine_params=engine_params, jobs=args.jobs,
-                   confident_fraction=args.confident_fraction, neighbours=5, skip_small=True,
+                   confident_fraction=args.confident_fraction, neighbours=5, skip_small=True, oof=oof,
                    on_progress=lambda done, total, what: say(f"audit {done}/{total}: {what}"))
     audit_seconds = time.perf_counter() - t0
     say(f"audit: {audit_seconds:.0f} s")

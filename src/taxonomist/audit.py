@@ -60,6 +60,7 @@ __all__ = [
     "noise_estimate",
     "cleaned_labels",
     "records_to_audit",
+    "review_evidence",
 ]
 
 #: A progress callback: (steps done, steps in all, what is being done).
@@ -219,12 +220,12 @@ def out_of_fold_proba(
     """(classes, proba): each record's probabilities from engines fitted on the other folds, averaged over engines.
 
     `engine_params` maps an engine name to its keyword parameters. Columns of
-    `proba` follow `classes` (sorted category codes). `jobs` > 1 fits that many
-    folds at once in separate processes (each holds its own copy of the texts).
+    `proba` follow `classes` (sorted category codes). The folds are
+    `calibration.out_of_fold_proba`'s (stratified, seeded); `jobs` > 1 fits that
+    many folds at once in separate processes (each holds its own copy of the texts).
     """
-    from sklearn.model_selection import StratifiedKFold
-
     from .engines import create_engine
+    from .engines.calibration import out_of_fold_proba as cross_fit
 
     labels = [str(y) for y in labels]
     if len(texts) != len(labels):
@@ -233,37 +234,22 @@ def out_of_fold_proba(
     if not engines:
         raise ExperimentError("no engine given; name at least one, e.g. --engines tfidf")
     params = dict(engine_params or {})
-    texts_arr = np.asarray([str(t) for t in texts], dtype=object)
-    y = np.asarray(labels, dtype=object)
+    texts = [str(t) for t in texts]
     classes = np.array(sorted(set(labels)), dtype=object)
-    column = {c: j for j, c in enumerate(classes)}
-    splits = list(StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
-    tasks = [(name, k, train, test) for name in engines for k, (train, test) in enumerate(splits, 1)]
-    proba = np.zeros((len(y), len(classes)))
+    proba = np.zeros((len(labels), len(classes)))
+    for e, name in enumerate(engines):
+        kwargs = dict(params.get(name, {}))
 
-    def fit_fold(name: str, train: np.ndarray, test: np.ndarray) -> tuple[list[str], np.ndarray]:
-        engine = create_engine(name, **dict(params.get(name, {})))
-        engine.fit(texts_arr[train].tolist(), y[train].tolist())
-        return [str(c) for c in engine.classes_], engine.predict_proba(texts_arr[test].tolist())
-
-    if jobs > 1:
-        from joblib import Parallel, delayed
+        def fold_done(k: int, total: int, name: str = name, e: int = e) -> None:
+            if on_progress is not None:
+                on_progress(e * folds + k, len(engines) * folds, f"{name}: fold {k}/{total}")
 
         if on_progress is not None:
-            on_progress(0, len(tasks), f"{len(tasks)} fits, {jobs} at a time")
-        parts = Parallel(n_jobs=jobs)(delayed(fit_fold)(name, train, test) for name, _, train, test in tasks)
-    else:
-        parts = []
-        for done, (name, k, train, test) in enumerate(tasks):
-            if on_progress is not None:
-                on_progress(done, len(tasks), f"{name}: fold {k}/{folds}")
-            parts.append(fit_fold(name, train, test))
-    for (_, _, _, test), (engine_classes, part) in zip(tasks, parts):
-        # Map the engine's columns onto ours; a category it never saw stays at 0.
-        cols = np.array([column[c] for c in engine_classes])
-        proba[np.ix_(test, cols)] += part
+            on_progress(e * folds, len(engines) * folds, f"{name}: {folds} folds" + (f", {jobs} at a time" if jobs > 1 else ""))
+        proba += cross_fit(lambda name=name, kwargs=kwargs: create_engine(name, **kwargs), texts, labels, folds=folds,
+                           seed=seed, classes=classes, on_fold=fold_done, jobs=jobs)
     if on_progress is not None:
-        on_progress(len(tasks), len(tasks), "scored")
+        on_progress(len(engines) * folds, len(engines) * folds, "scored")
     proba /= len(engines)
     sums = proba.sum(axis=1, keepdims=True)
     return classes, np.divide(proba, sums, out=np.zeros_like(proba), where=sums > 0)
@@ -368,6 +354,7 @@ def audit(
     skip_small: bool = False,
     jobs: int = 1,
     on_progress: Progress | None = None,
+    oof: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> AuditResult:
     """Audit a labelled history given as parallel `ids`, `texts` and `labels`.
 
@@ -375,7 +362,9 @@ def audit(
     `top` is given (flagged or not). `taxonomy` (a `Taxonomy`) adds both
     categories' definitions to each suspect. With `skip_small`, the records of
     categories with fewer records than `folds` are left out (listed in `skipped`)
-    instead of raising.
+    instead of raising. `oof`: (classes, proba) already computed by
+    `out_of_fold_proba` for the audited records (after skip_small), e.g. cached
+    by a benchmark; the engines are then not fitted again.
     """
     ids = [str(i) for i in ids]
     labels = [str(y) for y in labels]
@@ -394,10 +383,16 @@ def audit(
         if skipped:
             keep = [i for i, y in enumerate(labels) if y not in skipped]
             ids, texts, labels = [ids[i] for i in keep], [texts[i] for i in keep], [labels[i] for i in keep]
-    classes, proba = out_of_fold_proba(
-        texts, labels, engines=engines, folds=folds, seed=seed, engine_params=engine_params, jobs=jobs,
-        on_progress=on_progress,
-    )
+    if oof is not None:
+        classes, proba = oof
+        if proba.shape != (len(labels), len(classes)) or set(labels) - set(classes.tolist()):
+            raise ExperimentError(f"oof: probabilities of shape {proba.shape} do not match {len(labels)} records "
+                                  "and their labels; compute them with out_of_fold_proba on the same records")
+    else:
+        classes, proba = out_of_fold_proba(
+            texts, labels, engines=engines, folds=folds, seed=seed, engine_params=engine_params, jobs=jobs,
+            on_progress=on_progress,
+        )
     given = np.searchsorted(classes, np.asarray(labels, dtype=object))
     learning = confident_learning(proba, given, confident_fraction=confident_fraction)
     score, suggested, p_given, p_suggested = _scores(proba, given, margin_weight)
@@ -492,3 +487,30 @@ def records_to_audit(records: Iterable[Any]) -> tuple[list[str], list[str], list
             texts.append(r.text)
             labels.append(r.label)
     return ids, texts, labels
+
+
+def review_evidence(item: Mapping[str, Any], current_label: str | None, taxonomy: Any = None) -> dict[str, Any] | None:
+    """What a reviewer needs to judge a review item the audit queued (reason `suspected_mislabel`); None otherwise.
+
+    Both categories (code, name, definition from `taxonomy`), the out-of-fold
+    probabilities of each, and the nearest labelled records with the labels they
+    had when audited (ids and labels only). Used by `records review` and the web
+    review page.
+    """
+    if item.get("reason") != "suspected_mislabel":
+        return None
+    details = item.get("details") or {}
+    given = str(current_label or details.get("given") or "")
+    suggested = str(item.get("suggested") or "")
+
+    def category(code: str) -> dict[str, str]:
+        cat = taxonomy[code] if taxonomy is not None and code and code in taxonomy else None
+        return {"code": code, "name": getattr(cat, "name", "") if cat is not None else "",
+                "definition": _definition(taxonomy, code)}
+
+    return {
+        "given": category(given), "suggested": category(suggested),
+        "p_given": details.get("p_given"), "p_suggested": details.get("p_suggested"), "rank": details.get("rank"),
+        "neighbours": [dict(n) for n in details.get("neighbours") or []],
+        "engines": details.get("engines") or [],
+    }
