@@ -265,3 +265,52 @@ def test_compare_report_says_how_clean_the_history_is(tmp_path):
     assert "## How clean is your history?" in md and "<h2>How clean is your history?</h2>" in html
     assert "records labelled C2 look like C1" in md and "noise rate" in html
     assert "text" not in {k for p in found["pairs"] for k in p}  # ids and codes only
+
+
+def test_review_queue_shows_suspects_with_their_evidence(denials, tmp_path, capsys):
+    """`records review` and the web review page show a suspect's both definitions, probabilities and neighbours."""
+    import re
+
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from taxonomist import service
+    from taxonomist.api import ApiSettings, create_app
+    from taxonomist.api.keys import new_key
+    from taxonomist.demo_data import demo_taxonomy
+    from taxonomist.store import Store
+
+    tax = demo_taxonomy()
+    tax_path = tmp_path / "taxonomy.yaml"
+    tax.save(tax_path)
+    data = _write_csv(tmp_path / "denials.csv", denials, ("id", "text", "label"))
+    db = str(tmp_path / "t.db")
+    assert run("import", str(data), "--taxonomy", str(tax_path), "--db", db) == 0
+    assert run("audit", "--db", db, "--folds", str(FOLDS), "--out", str(tmp_path / "s.csv"), "--top", "3", "--to-review") == 0
+    with Store.open(db) as store:
+        first = store.review_queue(reason="suspected_mislabel")[0]
+        key, digest, prefix = new_key()
+        store.add_api_key(name="rev", role="reviewer", key_hash=digest, prefix=prefix, who="test")
+    rid, suggested = first["record_id"], first["suggested"]
+    given = denials["label"][denials["id"].index(rid)]
+    neighbours = first["details"]["neighbours"]
+    assert given != suggested and len(neighbours) == 5
+    capsys.readouterr()
+    assert run("records", "review", "--db", db, "--reason", "suspected_mislabel") == 0
+    out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
+    assert f"{rid} labelled {given} looks like {suggested}" in out
+    assert " ".join(tax[given].describe().split()) in out and " ".join(tax[suggested].describe().split()) in out
+    assert all(f"{n['id']}:{n['label']}" in out for n in neighbours)
+
+    with TestClient(create_app(ApiSettings(service=service.Settings(db=db)))) as client:
+        page = client.get("/ui/login")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+        client.post("/ui/login", data={"key": key, "csrf": csrf}, follow_redirects=False)
+        page = client.get(f"/ui/review/{rid}")
+    assert page.status_code == 200 and "Why this label looks wrong" in page.text
+    from html import unescape
+
+    text = unescape(page.text)
+    assert tax[given].describe() in text and tax[suggested].describe() in text
+    neighbour_texts = {denials["id"][i]: denials["text"][i] for i in range(len(denials["id"]))}
+    assert all(n["id"] in text and neighbour_texts[n["id"]] in text for n in neighbours)

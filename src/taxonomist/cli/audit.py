@@ -104,7 +104,8 @@ def audit(
                         # (the audit's order with the default score, where 1 - p reads 1.0 for the surest suspects).
                         "score": s.p_given,
                         "details": {
-                            "audit_score": s.score, "rank": s.rank, "p_given": s.p_given, "p_suggested": s.p_suggested,
+                            "audit_score": s.score, "rank": s.rank, "given": s.given, "p_given": s.p_given,
+                            "p_suggested": s.p_suggested,
                             "neighbours": [{"id": n.id, "label": n.label, "similarity": n.similarity} for n in s.neighbours],
                             "engines": list(result.engines), "folds": result.folds, "seed": result.seed,
                         },

@@ -240,6 +240,7 @@ def review(
         elif any(m["status"] == "active" for m in store.models(status="active")):
             loaded = service.load_model("active", store)
         rows = service.review_rows(store, limit=limit, reason=reason, excerpt=excerpt, model=loaded)
+        tax = store.get_taxonomy() if any(r["reason"] == "suspected_mislabel" for r in rows) else None
     if as_json:
         for row in rows:
             typer.echo(json.dumps(row, default=str))
@@ -254,8 +255,26 @@ def review(
         table.add_row(r["record_id"], r["reason"], r["current_label"] or "-", r["suggested"] or "-",
                       f"{r['score']:.2f}" if isinstance(r["score"], float) else "-", r["excerpt"])
     console.print(table)
+    _print_audit_evidence(rows, tax)
     err_console.print("decide with `taxonomist records assign ID CATEGORY`, or many at once with "
                       "`taxonomist records assign --file decisions.csv` (columns id,category)")
+
+
+def _print_audit_evidence(rows: list[dict], tax) -> None:
+    """Suspected mislabels: both categories' definitions, the audit's probabilities and the nearest labelled records."""
+    from rich.markup import escape
+
+    from ..audit import review_evidence
+
+    for r in (r for r in rows if r["reason"] == "suspected_mislabel"):
+        ev = review_evidence(r, r["current_label"], tax)
+        g, s = ev["given"], ev["suggested"]
+        p = (f" (p = {ev['p_given']:.2f} vs {ev['p_suggested']:.2f})" if ev["p_given"] is not None and ev["p_suggested"] is not None else "")
+        console.print(f"[bold]{escape(r['record_id'])}[/bold] labelled {escape(g['code'])} looks like {escape(s['code'])}{p}")
+        console.print(f"  {g['code']}: {g['definition'] or '(no definition)'}", markup=False)
+        console.print(f"  {s['code']}: {s['definition'] or '(no definition)'}", markup=False)
+        if ev["neighbours"]:
+            console.print("  nearest labelled: " + " ".join(f"{n['id']}:{n['label']}" for n in ev["neighbours"]), markup=False)
 
 
 @app.command()

@@ -139,6 +139,7 @@ def review_page(request: Request, state: State, record_id: str) -> Response:
 
 
 def _record_context(state: ServiceState, record_id: str) -> dict[str, Any]:
+    from ...audit import review_evidence
     from ...demo_data._codes import code_table
 
     store = state.store
@@ -176,10 +177,16 @@ def _record_context(state: ServiceState, record_id: str) -> dict[str, Any]:
                  "label": stored[e.ref].label if e.ref in stored else None} for e in evidence]
     categories = [{"code": c.code, "name": c.name, "group": c.group} for c in (tax.active_categories if tax else ())]
     history = store.label_history(record_id)
+    suspicion = next((ev for ev in (review_evidence(i, record.label, tax) for i in items) if ev), None)
+    if suspicion:  # the audit's nearest labelled records, with their text and current label for the reviewer
+        near = {r.id: r for r in store.records([n["id"] for n in suspicion["neighbours"]])}
+        for n in suspicion["neighbours"]:
+            n.update(text=near[n["id"]].text if n["id"] in near else "", now=near[n["id"]].label if n["id"] in near else None)
     return {
         "record": record, "fields": shown, "code_notes": code_notes, "items": items, "prediction": prediction,
         "alternatives": alternatives, "suggested": suggested, "examples": examples,
         "categories_json": json.dumps(categories), "history": history, "open_total": len(store.review_queue()),
+        "suspicion": suspicion,
     }
 
 
