@@ -69,6 +69,35 @@ def test_impossible_target_sends_everything_to_review():
     assert not plan.feasible and plan.coverage == 0 and plan.thresholds == [ANSWER_NOTHING] and plan.note
 
 
+def test_max_drop_bounds_the_paired_loss_against_the_last_stage_and_a_point_estimate_answers_more():
+    rng = np.random.default_rng(3)
+    n = 4000
+    strong_conf, strong_ok = _stage(rng, n, 9.0)
+    cheap_conf, cheap_ok = _stage(rng, n, 4.0)
+    costs = [1.0, 20.0]
+    plans = {level: search_thresholds([cheap_conf, strong_conf], [cheap_ok, strong_ok], costs, target_accuracy=0.0,
+                                      z=z, defer=False, max_drop=0.005)
+             for level, z in (("point", 0.0), ("bound", 1.645))}
+    for plan in plans.values():
+        t = plan.thresholds[0]
+        right = np.where(cheap_conf >= t, cheap_ok, strong_ok)
+        d = strong_ok.astype(float) - right
+        assert plan.drop == pytest.approx(d.mean())
+        assert plan.drop_upper <= 0.005 + 1e-12 and plan.coverage == 1.0
+    # The bound is stricter than the point estimate: the cheap stage answers less and the loss is smaller ...
+    assert plans["bound"].stage_shares[0] < plans["point"].stage_shares[0]
+    assert plans["bound"].drop < plans["point"].drop
+    # ... and on fresh records from the same stages it stays within the tolerance.
+    fresh_strong, fresh_cheap = _stage(rng, 50000, 9.0), _stage(rng, 50000, 4.0)
+    right = np.where(fresh_cheap[0] >= plans["bound"].thresholds[0], fresh_cheap[1], fresh_strong[1])
+    assert fresh_strong[1].mean() - right.mean() <= 0.005
+    # Lower thresholds would break the bound: the chosen one is the lowest of the grid that keeps it (the cheapest).
+    lower = np.quantile(cheap_conf, max(0.0, float((cheap_conf < plans["bound"].thresholds[0]).mean()) - 0.06))
+    right = np.where(cheap_conf >= lower, cheap_ok, strong_ok)
+    d = strong_ok.astype(float) - right
+    assert d.mean() + 1.645 * d.std(ddof=1) / np.sqrt(n) > 0.005
+
+
 # ----- real engines ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tfidf_head():

@@ -114,6 +114,10 @@ class CascadePlan:
     cost_per_record: float  # dollars
     note: str = ""
     stage_costs: list[float] = field(default_factory=list)
+    #: With `max_drop`: the cascade's accuracy loss against the last stage alone on the same records, and its
+    #: one-sided upper bound (paired, at the search's z).
+    drop: float | None = None
+    drop_upper: float | None = None
 
     @property
     def to_people(self) -> float:
@@ -136,6 +140,7 @@ def search_thresholds(
     defer: bool = True,
     grid: int = 21,
     coverage_tolerance: float = 0.005,
+    max_drop: float | None = None,
 ) -> CascadePlan:
     """The stage thresholds meeting `target_accuracy` on answered records (Wilson bound at `z`) at the lowest cost.
 
@@ -148,6 +153,15 @@ def search_thresholds(
     coverage wins, and within `coverage_tolerance` of it the cheapest.
     With `defer=False` the last stage answers everything (nobody reviews) and
     the target is the accuracy over all records.
+
+    `max_drop` (with `defer=False`): instead of `target_accuracy`, the cascade
+    must stay within `max_drop` of the last stage alone on the same records, at
+    a one-sided paired bound: with d = (last stage right) - (cascade right) per
+    record, mean(d) + z * sd(d) / sqrt(n) <= max_drop. Only records an earlier
+    stage answers can differ, so this asks that the cheap stages' answers be,
+    at the bound, about as often right as the last stage's on those very records
+    (the lowest cheap thresholds that keep it win, being the cheapest). No
+    constant depends on the data: the tolerance and the confidence are stated.
     """
     conf = [np.asarray(c, dtype=float) for c in confidence]
     ok = [np.asarray(c, dtype=bool) for c in correct]
@@ -157,8 +171,17 @@ def search_thresholds(
     def levels_grid(c: np.ndarray, levels: np.ndarray) -> list[float]:
         return [*np.unique(np.quantile(c, np.clip(levels, 0.0, 1.0))).tolist(), ANSWER_NOTHING]
 
+    paired = max_drop is not None and not defer
+
+    def paired_drop(right: np.ndarray) -> tuple[float, float]:
+        """(loss, its upper bound) of a routing whose per-record correctness is `right`, against the last stage alone."""
+        d = ok[-1].astype(float) - right
+        sd = float(d.std(ddof=1)) if n > 1 else 0.0
+        return float(d.mean()), float(d.mean() + z * sd / np.sqrt(n))
+
     def evaluate(combo: Sequence[float]) -> tuple | None:
         remaining = np.ones(n, dtype=bool)
+        right = np.zeros(n, dtype=bool)
         hits = answered = 0
         cost = 0.0
         shares, reach = [], []
@@ -166,6 +189,7 @@ def search_thresholds(
             reach.append(remaining.mean())
             cost += costs[s] * remaining.mean()
             take = remaining & (conf[s] >= t)
+            right[take] = ok[s][take]
             hits += int(ok[s][take].sum())
             answered += int(take.sum())
             shares.append(take.mean())
@@ -176,7 +200,11 @@ def search_thresholds(
         if not defer:
             last_t, j = 0.0, len(rest)
             h, k = hits + int(ok[-1][rest].sum()), answered + len(rest)
-            if k and wilson_lower(h, k, z) < target_accuracy:
+            if paired:
+                right[rest] = ok[-1][rest]
+                if paired_drop(right)[1] > max_drop:
+                    return None
+            elif k and wilson_lower(h, k, z) < target_accuracy:
                 return None
         else:
             order = rest[np.argsort(-conf[-1][rest], kind="stable")]
@@ -192,7 +220,7 @@ def search_thresholds(
             j = int(ok_cut[-1])
             last_t = float(sorted_conf[j - 1]) if j > 0 else ANSWER_NOTHING
             h, k = int(h_at[j]), int(k_at[j])
-        return (k / n, cost, [float(t) for t in combo] + [last_t], [*shares, j / n], reach, h, k)
+        return (k / n, cost, [float(t) for t in combo] + [last_t], [*shares, j / n], reach, h, k, right)
 
     def choose(found: list[tuple]) -> tuple:
         top = max(c[0] for c in found)
@@ -213,6 +241,7 @@ def search_thresholds(
             fine.append(levels_grid(c, np.linspace(level - step, level + step, grid)))
         candidates += [c for c in map(evaluate, itertools.product(*fine)) if c is not None]
     candidates = [c for c in candidates if c[6] > 0]  # answering nothing is no plan: it is the fallback below
+    # (with max_drop the last stage answering everything always qualifies: its loss is 0)
     if not candidates:  # nothing keeps the target: send everything to people (or, without deferral, the last stage)
         thresholds = [ANSWER_NOTHING] * (S - 1) + ([ANSWER_NOTHING] if defer else [0.0])
         k = 0 if defer else n
@@ -225,12 +254,13 @@ def search_thresholds(
                   + ("every record goes to review" if defer else f"the last stage answers all at {h / n:.1%}")),
             stage_costs=[float(c) for c in costs],
         )
-    coverage, cost, thresholds, shares, reach, h, k = choose(candidates)
+    coverage, cost, thresholds, shares, reach, h, k, right = choose(candidates)
+    drop, drop_upper = paired_drop(right) if paired else (None, None)
     return CascadePlan(
         thresholds=[float(t) for t in thresholds], target_accuracy=target_accuracy, feasible=True, n=n, coverage=float(coverage),
         answered_accuracy=h / k if k else None, accuracy_lower=float(wilson_lower(h, k, z)) if k else None,
         stage_shares=[float(s) for s in shares], reach=[float(r) for r in reach], cost_per_record=float(cost),
-        stage_costs=[float(c) for c in costs],
+        stage_costs=[float(c) for c in costs], drop=drop, drop_upper=drop_upper,
     )
 
 
@@ -255,8 +285,10 @@ class CascadeEngine(Engine):
         confidence_level: one-sided confidence of that bound (0.5: the point estimate).
         defer: True: what the last stage is unsure of goes to people; False: the last stage answers
             everything and `target_accuracy` is the accuracy over all records.
-        max_drop: with defer=False, the target becomes the last stage's own held-out accuracy minus
-            this (point estimate): "as accurate as the strong engine alone, within max_drop".
+        max_drop: with defer=False, "as accurate as the last stage alone, within max_drop": the cheap
+            stages answer only where the cascade's loss against the last stage on the same held-out
+            records stays within max_drop at a paired one-sided bound at `confidence_level`
+            (`search_thresholds`; confidence_level=0.5: the point estimate).
         folds: k >= 2 cross-fits every cheap stage on k stratified folds; None: one `holdout` split.
         holdout: the share held out when folds is None.
         shortlist_k: categories a stage hands on with a record it does not answer.
@@ -402,10 +434,12 @@ class CascadeEngine(Engine):
         correct = [(c.argmax(axis=1) == y_held) & ~refused[s] for s, c in enumerate(calibrated)]
         target = float(self.target_accuracy)
         z = _z(self.confidence_level)
+        max_drop = None
         if not self.defer and self.max_drop is not None:
-            target, z = float(correct[-1].mean()) - float(self.max_drop), 0.0
+            max_drop = float(self.max_drop)
+            target = float(correct[-1].mean()) - max_drop  # reported; the search bounds the paired loss instead
         plan = search_thresholds(conf, correct, stage_costs.tolist(), target_accuracy=target, z=z, defer=bool(self.defer),
-                                 grid=int(self.grid), coverage_tolerance=float(self.coverage_tolerance))
+                                 grid=int(self.grid), coverage_tolerance=float(self.coverage_tolerance), max_drop=max_drop)
         self.stages_ = stages
         self.stage_names_ = _stage_names([name for name, _ in specs])
         self.temperatures_ = np.asarray(temps, dtype=float)
@@ -414,7 +448,7 @@ class CascadeEngine(Engine):
         self.stage_costs_ = [float(c) for c in stage_costs]
         self.plan_ = plan
         self.stage_accuracy_ = [float(c.mean()) for c in correct]
-        self.oof_ = {"confidence": conf, "correct": correct, "costs": self.stage_costs_, "z": z}
+        self.oof_ = {"confidence": conf, "correct": correct, "costs": self.stage_costs_, "z": z, "max_drop": max_drop}
         self.added_ = ([], [])
         tax_versions = [str(getattr(st, "taxonomy_version_", "") or "") for st in stages]
         self.taxonomy_version_ = next((v for v in tax_versions if v), "")
@@ -579,7 +613,7 @@ class CascadeEngine(Engine):
             raise EngineError("cascade: out-of-fold results exist only after fit (not after load); train it again")
         return search_thresholds(oof["confidence"], oof["correct"], oof["costs"], target_accuracy=target_accuracy,
                                  z=oof["z"], defer=bool(self.defer), grid=int(self.grid),
-                                 coverage_tolerance=float(self.coverage_tolerance))
+                                 coverage_tolerance=float(self.coverage_tolerance), max_drop=oof.get("max_drop"))
 
     def stage_outputs(self, texts: Sequence[str]) -> list[dict[str, np.ndarray]]:
         """Every stage's answer for every text (for evaluation at many targets without predicting again).
@@ -639,6 +673,7 @@ class CascadeEngine(Engine):
             "cost_per_1000": round(plan.cost_per_record * 1000, 6),
             "seconds_per_record": {nm: round(s, 6) for nm, s in zip(self.stage_names_, self.stage_seconds_)},
             "stage_accuracy": {nm: round(a, 4) for nm, a in zip(self.stage_names_, self.stage_accuracy_)},
+            **({"drop": round(plan.drop, 4), "drop_upper": round(plan.drop_upper, 4)} if plan.drop is not None else {}),
             **({"note": plan.note} if plan.note else {}),
         }
 
@@ -653,6 +688,9 @@ class CascadeEngine(Engine):
         if plan.answered_accuracy is not None:
             lines.append(f"accuracy on answered {plan.answered_accuracy:.1%} (>= {plan.accuracy_lower:.1%} at the bound; "
                          f"target {plan.target_accuracy:.1%}); cost ${plan.cost_per_record * 1000:.6f} per 1,000 records")
+        if plan.drop is not None:
+            lines.append(f"accuracy lost against the last stage alone on the same records: {plan.drop:.2%} "
+                         f"(at most {plan.drop_upper:.2%} at the bound; allowed {self.max_drop:.2%})")
         if plan.note:
             lines.append(plan.note)
         return lines
