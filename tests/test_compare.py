@@ -333,6 +333,6 @@ def test_progress_prints_a_line_during_a_long_step_when_not_on_a_terminal(monkey
         advance(1)
         advance(1)
     lines = out.getvalue().splitlines()
-    assert lines[0].endswith("embedding: 2 step(s)")
+    assert lines[0].endswith("embedding: 2 to do")
     assert any("0/2, first step running" in x for x in lines)  # the heartbeat, before any step finished
     assert lines[-1].endswith("embedding: 2/2, done")

@@ -32,7 +32,7 @@ def progress_callback(every: float = 10.0) -> Iterator[Callable[[str, int], Call
             rate = state["done"] / max(now - state["t0"], 1e-9)
             left = (state["total"] - state["done"]) / rate if rate > 0 else None
             eta = "done" if finished else (f"about {left:.0f} s left" if left is not None else "first step running")
-            err_console.print(f"[{now - start_all:6.0f} s] {state['description']}: {state['done']}/{state['total']}, {eta}",
+            err_console.print(f"[{now - start_all:6.0f} s] {state['description']}: {state['done']:,}/{state['total']:,}, {eta}",
                               highlight=False, markup=False)
             last[0] = now
 
@@ -40,7 +40,7 @@ def progress_callback(every: float = 10.0) -> Iterator[Callable[[str, int], Call
             state = {"description": description, "done": 0, "total": max(total, 1), "t0": time.monotonic()}
             with lock:
                 active[0] = state
-                err_console.print(f"[{time.monotonic() - start_all:6.0f} s] {description}: {state['total']} step(s)",
+                err_console.print(f"[{time.monotonic() - start_all:6.0f} s] {description}: {state['total']:,} to do",
                                   highlight=False, markup=False)
 
             def advance(n: int = 1) -> None:
