@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._console import console, err_console, progress
+from ._console import console, err_console, progress, resumable
 
 __all__ = ["register"]
 
@@ -146,9 +146,11 @@ def compare(
     if network is not None and crosswalk is not None:
         second = (load_dataset(network, text_fields=fields, name=network.stem), load_crosswalk(crosswalk))
     out.mkdir(parents=True, exist_ok=True)
-    store = open_store(db or out / "compare.db")
+    db_path = db or out / "compare.db"
+    store = open_store(db_path)
+    hint = f"the cells finished so far are stored in {db_path}; rerun the same command to resume from them"
     try:
-        with progress_callback() as cb:
+        with resumable(hint), progress_callback() as cb:
             settings = replace(settings_for(budget, seeds=seeds), new_category=new_category, volume=volume,
                                show_text=show_text)
             results = run_compare(dataset, tax, specs, out_dir=out, settings=settings,
@@ -176,7 +178,7 @@ def demo(
     """
     from ..compare.demo import run_demo
 
-    with progress_callback() as cb:
+    with resumable(f"rerun the same command to resume: the cells finished so far are stored under {out}"), progress_callback() as cb:
         results, report = run_demo(out, records=records, seed=seed, engines=[e for e in engines.split(",") if e] or None,
                                    llm_sample=llm_sample, progress=cb, say=lambda m: err_console.print(m, highlight=False))
     print_answers(results, report)
