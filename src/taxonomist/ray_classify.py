@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -66,18 +67,20 @@ def classify_on_ray(
     """
     from .service import ClassifyRun
 
-    ray = require("ray", "ray", "classifying with --executor ray")
-    require("ray.data", "ray", "classifying with --executor ray")
     kind = _input_kind(input)
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise RecordError(f"--output '{output}' exists; --executor ray writes a new folder of Parquet parts: "
                           "choose another --output or delete it")
     _keep_token_auth()
+    ray = require("ray", "ray", "classifying with --executor ray")
+    require("ray.data", "ray", "classifying with --executor ray")
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
                  **({} if address else {"num_cpus": os.cpu_count()}))
     try:
+        _check_token_auth()
+        ray.data.DataContext.get_current().enable_progress_bars = False  # the command reports progress itself
         dataset = _read(ray, input, kind, text_col, id_col or "id")
         cpus = float(ray.cluster_resources().get("CPU", 1))
         most = workers or max(1, int(cpus // cpus_per_worker))
@@ -99,12 +102,28 @@ def classify_on_ray(
 
 
 def _keep_token_auth() -> None:
+    """Ask for token authentication before Ray is imported (Ray reads RAY_AUTH_MODE once, on import)."""
     mode = os.environ.get("RAY_AUTH_MODE", "").strip().lower()
     if mode == "disabled":
         raise EngineError("RAY_AUTH_MODE=disabled: taxonomist sends record text (PHI) to Ray's workers and keeps Ray's "
                           "token authentication on; unset RAY_AUTH_MODE (or set it to 'token') and give the cluster's "
                           "token (RAY_AUTH_TOKEN or ~/.ray/auth_token)")
-    os.environ["RAY_AUTH_MODE"] = "token"
+    if "ray" not in sys.modules:
+        os.environ["RAY_AUTH_MODE"] = "token"
+    # Ray imported earlier without it: a local ray.init() turns token authentication on by itself (Ray >= 2.60),
+    # and _check_token_auth refuses the run otherwise.
+
+
+def _check_token_auth() -> None:
+    """Refuse to send records to a Ray that runs without token authentication."""
+    try:
+        from ray._raylet import AuthenticationMode, get_authentication_mode
+    except ImportError:
+        raise EngineError("this Ray has no token authentication (Ray >= 2.52 has it); "
+                          "run: pip install --upgrade 'taxonomist[ray]'") from None
+    if get_authentication_mode() != AuthenticationMode.TOKEN:
+        raise EngineError("the Ray this command reaches runs without token authentication; start it with "
+                          "RAY_AUTH_MODE=token (see `ray get-auth-token --generate`): the workers receive record text")
 
 
 def _input_kind(input: Path) -> str:
