@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,9 +14,10 @@ import pytest
 ray = pytest.importorskip("ray", reason="the Ray executor needs taxonomist[ray] (installed by make test)")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from taxonomist.cli import main  # noqa: E402
 from taxonomist.demo_data import generate_records  # noqa: E402
 from taxonomist.store import Store  # noqa: E402
+
+from tests.test_cli_engines import run as call  # noqa: E402
 
 N_TRAIN, N_CLASSIFY = 2_000, 3_000
 
@@ -41,14 +44,6 @@ def data(tmp_path_factory):
     model = root / "model"
     assert call("train", "tfidf", "--data", str(train), "--out", str(model), "--calibrate", "0.2", "--target-accuracy", "0.9") == 0
     return root, todo, model
-
-
-def call(*argv: str) -> int:
-    try:
-        main(list(argv))
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 @pytest.fixture
@@ -146,3 +141,18 @@ def test_without_the_extra_the_error_names_the_pip_command(data, tmp_path, monke
     code, out = run("classify", "--executor", "ray", "--model", str(model), "--input", str(todo),
                     "--output", str(tmp_path / "o"))
     assert code == 1 and "pip install 'taxonomist[ray]'" in out and len(out.strip().splitlines()) == 1
+
+
+def test_a_fresh_process_starts_its_local_ray_with_token_auth(data, tmp_path):
+    """The command as a user runs it: Ray is imported by the command, which must ask for tokens before that."""
+    _, todo, model = data
+    rows = list(csv.DictReader(todo.open(encoding="utf-8")))[:200]
+    small = tmp_path / "small.jsonl"
+    small.write_text("".join(json.dumps({"id": r["id"], "text": r["text"]}) + "\n" for r in rows), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env["TAXONOMIST_HOME"] = str(tmp_path)
+    done = subprocess.run([sys.executable, "-m", "taxonomist", "classify", "--executor", "ray", "--model", str(model),
+                           "--input", str(small), "--output", str(tmp_path / "out")], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(read_parts(tmp_path / "out")) == 200

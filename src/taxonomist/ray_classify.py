@@ -204,7 +204,7 @@ class _Classifier:
             else:
                 skipped += 1
         preds = self.engine.predict_batch([r.text for r in records], ids=[r.id for r in records], top_k=self.top_k,
-                                          code_map=self.code_map) if records else []
+                                          code_map=self.code_map, evidence=self.keep) if records else []
         out: dict[str, list[Any]] = {c: [] for c in _COLUMNS}
         for rec, p in zip(records, preds):
             for k, v in output_row(rec.id, p).items():

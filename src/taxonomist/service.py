@@ -371,6 +371,7 @@ def classify(
     abstaining, and `warn` is called once naming both versions. NONE decisions
     join the review queue when `to_review`. `on_batch(records, predictions)`
     is called after each batch is logged (the CLI writes its output file there).
+    Without a store no evidence is computed (`Prediction.evidence` is empty): only the log keeps it.
     """
     with ClassifyRun(engine, store=store, taxonomy=taxonomy, to_review=to_review, who=who, warn=warn) as run:
         batch: list[Record] = []
@@ -387,7 +388,9 @@ def classify(
 
 
 def _classify_batch(engine, batch, run: ClassifyRun, top_k, on_batch) -> None:
-    preds = engine.predict_batch([r.text for r in batch], ids=[r.id for r in batch], top_k=top_k, code_map=run.code_map)
+    # Evidence goes to the decision log only; without a store it would be computed and thrown away.
+    preds = engine.predict_batch([r.text for r in batch], ids=[r.id for r in batch], top_k=top_k, code_map=run.code_map,
+                                 evidence=run.store is not None)
     run.log([r.id for r in batch], preds)
     if on_batch is not None:
         on_batch(batch, preds)
