@@ -17,7 +17,7 @@ TEXTS = ["My card has not arrived yet.", "How do I top up by bank transfer?", "M
 
 
 def test_onnx_vectors_are_normalised_float32_and_match_sentence_transformers():
-    onnx = get_embedder("minilm", cache=False)
+    onnx = get_embedder("minilm-onnx", cache=False)
     v = onnx.encode(TEXTS)
     assert v.shape == (3, 384) and v.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
@@ -36,6 +36,74 @@ def test_int8_copy_is_close_to_fp32_and_cached_apart():
     cosine = (v * fp32).sum(axis=1)
     assert (cosine > 0.99).all() and (cosine < 1 - 1e-6).all()  # close, but not the same vectors
     assert int8.model_id != get_embedder("minilm", cache=False).model_id
+
+
+def test_torch_fp32_matches_onnx_and_bf16_is_close_but_cached_apart():
+    onnx = get_embedder("minilm-onnx", cache=False).encode(TEXTS[:2])
+    torch32 = get_embedder("minilm-torch", cache=False)
+    bf16 = get_embedder("minilm-bf16", cache=False)
+    np.testing.assert_allclose(torch32.encode(TEXTS[:2]), onnx, atol=1e-5)
+    assert torch32.model_id == get_embedder("minilm-onnx", cache=False).model_id  # the same vectors share a cache
+    v = bf16.encode(TEXTS)
+    assert v.shape == (3, 384) and v.dtype == np.float32 and bf16.n_encoded == 2
+    cosine = (v[:2] * onnx).sum(axis=1)
+    assert (cosine > 0.999).all() and (cosine < 1 - 1e-7).all()  # bf16 rounding: close, not equal
+    assert bf16.model_id.endswith("@bf16") and bf16.model_id != torch32.model_id
+
+
+def test_default_minilm_is_bf16_only_on_amx_and_the_environment_overrides(monkeypatch):
+    from taxonomist import embed
+
+    monkeypatch.delenv("TAXONOMIST_EMBED_PRECISION", raising=False)
+    monkeypatch.setattr(embed, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))  # no AMX
+    assert type(embed.fastest_minilm()) is embed.OnnxEmbedder
+    monkeypatch.setattr(embed, "cpu_flags", lambda: frozenset({"avx512f", "amx_tile", "amx_bf16"}))
+    chosen = embed.fastest_minilm()
+    assert isinstance(chosen, embed.TorchEmbedder) and chosen.precision == "bf16"
+    monkeypatch.setenv("TAXONOMIST_EMBED_PRECISION", "fp32")
+    assert type(embed.fastest_minilm()) is embed.OnnxEmbedder
+    monkeypatch.setenv("TAXONOMIST_EMBED_PRECISION", "fp16")
+    with pytest.raises(EngineError, match="TAXONOMIST_EMBED_PRECISION='fp16'"):
+        embed.fastest_minilm()
+    with pytest.raises(EngineError, match="unknown precision 'int4'"):
+        embed.TorchEmbedder(precision="int4")
+
+
+def test_predict_one_does_not_rebuild_the_manifest(monkeypatch, isolated_state, tmp_path):
+    """The API path asks for the model id with every prediction: the manifest is built once, not per call."""
+    import importlib.metadata
+
+    from taxonomist.engines import base
+    from taxonomist.engines.base import Engine, create_engine, load_engine
+
+    calls = {"manifest": 0, "versions": 0}
+    core, version = Engine._manifest_core, importlib.metadata.version
+
+    def counting_core(self, **extra):
+        calls["manifest"] += 1
+        return core(self, **extra)
+
+    def counting_version(name):
+        calls["versions"] += 1
+        return version(name)
+
+    monkeypatch.setattr(Engine, "_manifest_core", counting_core)
+    monkeypatch.setattr(base.importlib.metadata, "version", counting_version)
+    texts = ["my card has not arrived", "where is my new card", "top up by bank transfer", "how do I top up"] * 2
+    labels = ["card_arrival", "card_arrival", "top_up", "top_up"] * 2
+    engine = create_engine("head", embedder="minilm-onnx").fit(texts, labels)
+    first = engine.predict_one("card not here yet")
+    for text in ["still no card", "top up failed", "my card", "bank transfer top up"]:
+        assert engine.predict_one(text).model_id == first.model_id
+    assert calls == {"manifest": 1, "versions": 0}
+    engine.set_params(C=5.0)  # a changed parameter is a different model: its id is rebuilt once
+    assert engine.model_id != first.model_id and engine.predict_one("my card").model_id == engine.model_id
+    assert calls["manifest"] == 2
+    engine.save(tmp_path / "m")
+    served = load_engine(tmp_path / "m")
+    calls.update(manifest=0, versions=0)
+    ids = {served.predict_one(t).model_id for t in ["still no card", "top up failed", "my card"]}
+    assert ids == {served.model_id} and calls == {"manifest": 0, "versions": 0}
 
 
 def test_cache_embeds_nothing_twice_and_stores_no_text(tmp_path):

@@ -119,6 +119,12 @@ def data_hash(texts: Sequence[str], labels: Sequence[str]) -> str:
     return "sha256:" + h.hexdigest()[:16]
 
 
+@functools.cache
+def _param_names(cls: type) -> tuple[str, ...]:
+    """An engine class's parameter names (sklearn reads its `__init__` signature each time it is asked)."""
+    return tuple(cls._get_param_names())
+
+
 def library_versions(*names: str) -> dict[str, str]:
     out = {"python": platform.python_version()}
     for n in ("taxonomist", "numpy", "scikit-learn", *names):
@@ -384,8 +390,23 @@ class Engine(ClassifierMixin, BaseEstimator):
         self._check_fitted()
         saved = getattr(self, "saved_manifest_", None)
         if saved is not None:
-            return saved.model_id
-        return self._manifest_core().model_id
+            return saved.id or saved.model_id  # `id` is set at save and checked on load: no hashing per call
+        # The API asks for the id with every prediction: rebuild the manifest only when something it is made of
+        # was replaced (fit, set_params, calibrate and load all assign new objects). The memo keeps the objects
+        # themselves, so an identity match cannot be a freed object's reused address.
+        state = self._id_state()
+        memo = self.__dict__.get("_model_id_memo")
+        if memo is not None and len(memo[0]) == len(state) and all(a is b for a, b in zip(memo[0], state)):
+            return memo[1]
+        model_id = self._manifest_core().model_id
+        self.__dict__["_model_id_memo"] = (state, model_id)
+        return model_id
+
+    def _id_state(self) -> tuple:
+        """The objects the unsaved model's id is computed from (parameters, classes, calibration, lineage)."""
+        return (*(getattr(self, n, None) for n in _param_names(type(self))), self.classes_,
+                *(getattr(self, a, None) for a in ("calibrator_", "base_model_", "taxonomy_version_", "training_data_hash_",
+                                                   "n_train_", "train_seconds_")))
 
     def _manifest_core(self, **extra: Any) -> Manifest:
         """The manifest without library versions and timestamps (cheap: the API asks for the id per call)."""
