@@ -38,6 +38,9 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine  # noqa: E402
+
 from taxonomist import metrics  # noqa: E402
 from taxonomist.engines import create_engine  # noqa: E402
 from taxonomist.engines.calibration import calibrate, choose_threshold  # noqa: E402
@@ -207,6 +210,7 @@ def main(argv=None) -> None:
         for name in [e.strip() for e in args.engines.split(",") if e.strip()]:
             row = run_one(name, params.get(name, {}), ds, train, args.shots, seed, args.throughput_sample,
                           args.confidence_level)
+            row["machine"] = machine()  # predict_per_second means little without the CPU, its peak and the load
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
             if args.json:  # write as we go: a long run keeps what it measured
