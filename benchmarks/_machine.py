@@ -5,8 +5,8 @@ Speed figures differ several-fold between machines and with load; every script s
 benchmark can report its own GFLOP/s as a fraction of the machine's — a ratio that means something on any
 machine and, measured side by side, under any load. Usage from a benchmark script:
 
-    from _machine import machine, peak
-    row = {..., **machine(), "peak": peak()}
+    from _machine import machine
+    meta = machine()   # {"cpu", "cores", "flags", "load_avg", "peak": {"fp32_gflops", "bf16_gflops", "int8_gops", ...}}
 """
 
 from __future__ import annotations
@@ -59,9 +59,21 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def machine() -> dict:
-    """CPU model, flags, cores this process may use, load average (1, 5, 15 min) — cheap, no measurement."""
-    return {"cpu": cpu_model(), "cores": _cores(), "flags": cpu_flags(), "load_avg": load()}
+def machine(peak_seconds: float = 3.0) -> dict:
+    """CPU model, flags, cores this process may use, load average (1, 5, 15 min) and the measured `peak()`.
+
+    The peak is measured on the first call of the process and reused (scripts call this once per row written);
+    `peak_seconds=0` leaves it out. For a fresh measurement beside a timed run, call `peak()` or `peak_fp32()`.
+    """
+    out = {"cpu": cpu_model(), "cores": _cores(), "flags": cpu_flags(), "load_avg": load()}
+    if peak_seconds:
+        if "peak" not in _MEASURED:
+            _MEASURED["peak"] = peak(peak_seconds)
+        out["peak"] = _MEASURED["peak"]
+    return out
+
+
+_MEASURED: dict[str, dict] = {}
 
 
 # ----- measured peak ---------------------------------------------------------------------

@@ -38,7 +38,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _machine import machine, peak, peak_fp32  # noqa: E402
+from _machine import machine, peak_fp32  # noqa: E402
 
 from taxonomist.embed import MINILM_ID, Embedder, get_embedder, minilm_path  # noqa: E402
 
@@ -81,15 +81,17 @@ def main(argv=None) -> None:
     ap.add_argument("--n", type=int, default=1000, help="test texts timed")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--accuracy", action="store_true", help="also fit head and 1-NN on full BANKING77 per embedder")
+    ap.add_argument("--variants", action="store_true",
+                    help="also time the methods tried on the way (batch sizes, no length sorting, self-quantised int8)")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     root = Path(args.data_dir) / "banking77"
     train, test = read(root / "train.csv"), read(root / "test.csv")
     texts = test[0][: args.n]
     flops = minilm_flops(texts)
-    before = machine()
+    before = machine(peak_seconds=4.0)
     print(f"# {before['cpu']}, {before['cores']} cores, flags {' '.join(before['flags'])}, load {before['load_avg']}", file=sys.stderr)
-    machine_peak = peak()
+    machine_peak = before.pop("peak")
     print(f"# peak: {json.dumps(machine_peak)}", file=sys.stderr, flush=True)
 
     embedders: dict[str, Embedder] = {}
@@ -99,19 +101,27 @@ def main(argv=None) -> None:
         embedders[name] = get_embedder(name, cache=False)
         load_s[name] = time.perf_counter() - start
         embedders[name].encode(texts[:64])  # warm-up
+    if args.variants:
+        for name, make in VARIANTS.items():
+            start = time.perf_counter()
+            embedders[name] = make()
+            load_s[name] = time.perf_counter() - start
+            embedders[name].encode(texts[:64])
     runs: dict[str, list[tuple[float, float]]] = {n: [] for n in embedders}  # (wall s, cpu s)
+    vectors: dict[str, np.ndarray] = {}
     probes: list[float] = []
     for _ in range(args.repeats):
         probes.append(peak_fp32())
         for name, e in embedders.items():
             wall, cpu = time.perf_counter(), time.process_time()
-            e.encode(texts)
+            vectors[name] = e.encode(texts)
             runs[name].append((time.perf_counter() - wall, time.process_time() - cpu))
     probes.append(peak_fp32())
     fp32_peak = max([*probes, machine_peak.get("fp32_gflops", 0.0)])
     # The probe's own rate per CPU-second: the denominator of the load-robust fraction.
     fp32_cpu_peak = _cpu_rate_fp32()
 
+    reference = get_embedder("minilm-onnx", cache=False).encode(texts)  # fp32, the reference vectors
     rows = []
     for name, e in embedders.items():
         wall = min(r[0] for r in runs[name])
@@ -126,18 +136,20 @@ def main(argv=None) -> None:
             "fraction_of_own_peak": round(gflops / own_peak, 3) if own_peak else None,
             "gflops_per_cpu_second": round(flops / cpu / 1e9, 1),
             "fraction_of_fp32_peak_per_cpu_second": round(flops / cpu / 1e9 / fp32_cpu_peak, 3),
+            "cosine_to_fp32_mean": round(float((vectors[name] * reference).sum(axis=1).mean()), 6),
+            "cosine_to_fp32_min": round(float((vectors[name] * reference).sum(axis=1).min()), 6),
             "load_seconds": round(load_s[name], 1),
         }
-        if args.accuracy:
+        if args.accuracy and name not in VARIANTS:
             row.update(accuracy(name, train, test))
         rows.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
-    after = machine()
-    meta = {**before, "load_avg_after": after["load_avg"], "peak": machine_peak, "fp32_probes": probes, "fp32_peak_gflops": fp32_peak,
+    after = machine(peak_seconds=0)
+    meta = {**before, "variants": args.variants, "load_avg_after": after["load_avg"], "peak": machine_peak, "fp32_probes": probes, "fp32_peak_gflops": fp32_peak,
             "fp32_gflops_per_cpu_second": fp32_cpu_peak, "flops_per_text": round(flops / len(texts)), "command": " ".join(sys.argv),
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     cols = ["embedder", "runs", "texts_per_second", "gflops", "fraction_of_fp32_peak", "fraction_of_own_peak",
-            "fraction_of_fp32_peak_per_cpu_second", "acc_head", "acc_1nn"]
+            "fraction_of_fp32_peak_per_cpu_second", "cosine_to_fp32_mean", "acc_head", "acc_1nn"]
     print(f"CPU: {meta['cpu']} ({meta['cores']} cores; {' '.join(meta['flags'])}); load {before['load_avg']} -> {after['load_avg']}")
     print(f"peak: fp32 {fp32_peak} GFLOP/s (probes {probes}), bf16 {machine_peak.get('bf16_gflops')}, "
           f"int8 {machine_peak.get('int8_gops')} GOP/s ({machine_peak.get('int8_kernel')}); {meta['flops_per_text'] / 1e6:.0f} MFLOP/text")
@@ -147,6 +159,56 @@ def main(argv=None) -> None:
         print("| " + " | ".join(str(r.get(c, "")) for c in cols) + " |")
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": meta, "rows": rows}, indent=2) + "\n")
+
+
+class _Unsorted(Embedder):
+    """An embedder's batches in input order (no length bucketing): what sorting by length saves in padding."""
+
+    def __init__(self, inner: Embedder) -> None:
+        super().__init__()
+        self.inner, self.model_id, self.dim = inner, inner.model_id, inner.dim
+
+    def _encode(self, texts):
+        import taxonomist.embed as embed
+
+        sorted_buckets = embed._buckets
+        embed._buckets = lambda lengths, size: [np.arange(i, min(i + size, len(lengths))) for i in range(0, len(lengths), size)]
+        try:
+            return self.inner._encode(texts)
+        finally:
+            embed._buckets = sorted_buckets
+
+
+def _self_quantised_int8() -> Embedder:
+    """Our fp32 ONNX export quantised by onnxruntime (dynamic, int8 weights per channel), in the cache directory."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from taxonomist.embed import OnnxEmbedder, cache_dir
+
+    fp32 = OnnxEmbedder()
+    target = cache_dir() / "onnx" / "all-MiniLM-L6-v2-int8-dynamic-per-channel.onnx"
+    if not target.is_file():
+        quantize_dynamic(str(fp32.onnx_path), str(target), weight_type=QuantType.QInt8, per_channel=True)
+    e = OnnxEmbedder(onnx_path=target)
+    e.model_id = f"{MINILM_ID}@int8-dynamic"
+    return e
+
+
+def _variant(name: str, **kw) -> Embedder:
+    from taxonomist.embed import OnnxEmbedder, TorchEmbedder
+
+    return {"onnx": OnnxEmbedder, "bf16": TorchEmbedder}[name](**kw)
+
+
+VARIANTS = {
+    "bf16 batch 16": lambda: _variant("bf16", batch_size=16),
+    "bf16 batch 256": lambda: _variant("bf16", batch_size=256),
+    "bf16 unsorted": lambda: _Unsorted(_variant("bf16")),
+    "onnx fp32 batch 16": lambda: _variant("onnx", batch_size=16),
+    "onnx fp32 batch 256": lambda: _variant("onnx", batch_size=256),
+    "onnx fp32 unsorted": lambda: _Unsorted(_variant("onnx")),
+    "onnx int8 self-quantised": _self_quantised_int8,
+}
 
 
 def _cpu_rate_fp32(n: int = 1024, runs: int = 8) -> float:
