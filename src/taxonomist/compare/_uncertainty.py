@@ -75,7 +75,8 @@ def review_share(ids: Sequence[str], confidence: np.ndarray, correct: np.ndarray
             answered |= (half == h) & (conf >= thr)
     n = len(conf)
     out = proportion(float(1.0 - answered.mean()) if n else 1.0, n)
-    acc = proportion(float(ok[answered].mean()) if answered.any() else 0.0, int(answered.sum()))
+    acc = (proportion(float(ok[answered].mean()), int(answered.sum())) if answered.any()
+           else {"value": None, "lo": None, "hi": None, "n": 0, "inconclusive": True})  # nothing answered
     return {**out, "thresholds": thresholds, "answered_accuracy": acc}
 
 
