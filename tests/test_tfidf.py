@@ -96,3 +96,68 @@ def test_decisions_cite_the_nearest_typical_training_records_by_id(tmp_path):
 
     again = load_engine(tmp_path / "m").predict_batch(TEST[0][:20])
     assert [p.evidence for p in again] == [p.evidence for p in preds]
+
+
+# ----- structured fields as features (issue 17) -------------------------------------------------
+def _field_records(n: int = 240, seed: int = 0) -> tuple[list[str], list[str]]:
+    """The category is the CARC field's; the free text says nothing about it (the same few remarks everywhere)."""
+    from taxonomist.compare.dataset import compose_text
+
+    rng = np.random.default_rng(seed)
+    remarks = ["claim denied see remark", "service not payable as billed", "denied per plan provisions"]
+    texts, labels = [], []
+    for i in range(n):
+        carc = ("16", "197", "50")[i % 3]
+        row = {"carc": carc, "payer": ("Keystone Health Plan", "State Medicaid")[int(rng.integers(2))],
+               "paid_amount": f"{rng.uniform(0, 300):.2f}", "text": remarks[int(rng.integers(3))]}
+        texts.append(compose_text(row, ["carc", "payer", "paid_amount"]))
+        labels.append({"16": "missing_info", "197": "prior_auth", "50": "not_necessary"}[carc])
+    return texts, labels
+
+
+def test_split_fields_reads_compose_text_and_leaves_plain_text_alone():
+    from taxonomist.engines.tfidf import field_tokens, split_fields
+
+    fields, free = split_fields("carc=197 payer=Keystone Health Plan modifiers=95 HO paid_amount=0.00 | CO-197 | note")
+    assert fields == {"carc": "197", "payer": "Keystone Health Plan", "modifiers": "95 HO", "paid_amount": "0.00"}
+    assert free == "CO-197 | note"
+    assert set(field_tokens(fields)) == {"carc=197", "payer=Keystone Health Plan", "payer:Keystone", "payer:Health",
+                                         "payer:Plan", "modifiers=95 HO", "modifiers:95", "modifiers:HO",
+                                         "paid_amount:zero", "paid_amount:2^0"}
+    for plain in ("I was charged twice | why", "x = y | z", "my pin=1234 is blocked", "a= | b"):
+        assert split_fields(plain) == (None, plain)
+
+
+def test_fields_become_features_when_every_text_carries_them(tmp_path):
+    texts, labels = _field_records()
+    engine = TfidfEngine().fit(texts[:180], labels[:180])
+    assert "carc=197" in engine.field_vocabulary_
+    assert (engine.predict(texts[180:]) == np.array(labels[180:])).mean() == 1.0
+    # The free text alone cannot tell the categories apart: the field part is what decides.
+    free_only = TfidfEngine(fields=False).fit([t.split(" | ", 1)[1] for t in texts[:180]], labels[:180])
+    assert (free_only.predict([t.split(" | ", 1)[1] for t in texts[180:]]) == np.array(labels[180:])).mean() < 0.6
+    engine.save(tmp_path / "m")
+    vocab = json.loads((tmp_path / "m" / "tfidf_vocabulary.json").read_text())
+    assert len(vocab["word"]) + len(vocab["char"]) + len(vocab["fields"]) == engine.coef_.shape[1]
+    assert not [t for t in vocab["fields"] if t.startswith("paid_amount=")]  # amounts only by sign and size
+    loaded = load_engine(tmp_path / "m")
+    np.testing.assert_allclose(loaded.predict_proba(texts[180:]), engine.predict_proba(texts[180:]), atol=1e-6)
+    ev = engine.predict_batch(texts[180:182])[0].evidence
+    assert ev and all(0.0 <= e.score <= 1.0 for e in ev)
+
+
+def test_a_field_value_of_one_record_is_not_kept():
+    texts, labels = _field_records()
+    texts[0] = texts[0].replace("payer=", "member=W739105528 payer=", 1)
+    vocab = TfidfEngine().fit(texts, labels).field_vocabulary_
+    assert not [t for t in vocab if "W739105528" in t]
+    assert "member=W739105528" in TfidfEngine(min_records=1).fit(texts, labels).field_vocabulary_
+
+
+def test_plain_text_is_unchanged_by_the_fields_option():
+    auto = TfidfEngine().fit(*TRAIN)
+    off = TfidfEngine(fields=False).fit(*TRAIN)
+    assert auto.field_vocabulary_ is None
+    np.testing.assert_array_equal(auto.decision_function(TEST[0]), off.decision_function(TEST[0]))
+    with pytest.raises(EngineError, match="fields=True but text #0 does not start with"):
+        TfidfEngine(fields=True).fit(*TRAIN)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +17,15 @@ from ..errors import EngineError
 from ..prediction import Evidence
 from .base import Engine, Manifest, register_engine
 
-__all__ = ["TfidfEngine"]
+__all__ = ["TfidfEngine", "field_tokens", "split_fields"]
 
 _WEIGHTS = "tfidf_weights.npz"
 _VOCAB = "tfidf_vocabulary.json"
 _EVIDENCE = "tfidf_evidence.json"
+#: A record's structured fields as `compare.dataset.compose_text` writes them: `name=value ... | free text`.
+_FIELD_KEY = re.compile(r"(?:^|\s)([A-Za-z_][\w.-]*)=")
+_FIELD_PREFIX = re.compile(r"^[A-Za-z_][\w.-]*=\S.*?(?= \| |$)")
+_AMOUNT = re.compile(r"^-?\d[\d,]*\.\d+$")
 
 
 def _vectorizers(min_df: int, vocabularies: tuple[Any, Any] = (None, None)) -> tuple[TfidfVectorizer, TfidfVectorizer]:
@@ -58,6 +64,64 @@ def _shared_vocabularies(texts: list[str], min_records: int, min_df: int) -> tup
     return out[0], out[1]
 
 
+def split_fields(text: str) -> tuple[dict[str, str] | None, str]:
+    """`name=value name=value | free text` -> ({name: value}, free text); (None, text) when it has no such prefix.
+
+    The format of `compare.dataset.compose_text` (`--text-fields`). A value runs to the next ` name=`, so it
+    may hold spaces (`payer=Keystone Health Plan`, `modifiers=95 HO`).
+    """
+    prefix, sep, rest = text.partition(" | ")
+    if not _FIELD_PREFIX.match(prefix):
+        return None, text
+    keys = list(_FIELD_KEY.finditer(prefix))
+    if not keys or keys[0].start() != 0:
+        return None, text
+    fields = {}
+    for k, nxt in zip(keys, [*keys[1:], None]):
+        value = prefix[k.end(): nxt.start() if nxt is not None else len(prefix)].strip()
+        if not value:
+            return None, text
+        fields[k.group(1)] = value
+    return fields, rest if sep else ""
+
+
+def field_tokens(fields: dict[str, str]) -> list[str]:
+    """One-hot tokens of a record's fields: `name=value`, each word of a multi-word value, numbers by sign and size.
+
+    An amount is rarely repeated exactly, so a number with a decimal point becomes its sign and power-of-two
+    magnitude (`paid_amount:zero`, `billed_amount:2^7`), which carry over to new records; whole numbers are
+    codes (CARC 197, place of service 02) and stay values.
+    """
+    out = []
+    for name, value in fields.items():
+        if _AMOUNT.match(value):
+            x = float(value.replace(",", ""))
+            out.append(f"{name}:{'neg' if x < 0 else 'zero' if x == 0 else 'pos'}")
+            out.append(f"{name}:2^{int(math.log2(abs(x) + 1))}")
+            continue
+        out.append(f"{name}={value}")
+        words = value.split()
+        if len(words) > 1:
+            out.extend(f"{name}:{w}" for w in words)
+    return out
+
+
+def _field_matrix(texts: list[str], vocabulary: dict[str, int]) -> sparse.csr_matrix:
+    """Binary field-token features, each row scaled to unit length (like the word and char parts)."""
+    rows, cols = [], []
+    for i, t in enumerate(texts):
+        fields, _ = split_fields(t)
+        for tok in set(field_tokens(fields or {})):
+            j = vocabulary.get(tok)
+            if j is not None:
+                rows.append(i)
+                cols.append(j)
+    x = sparse.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(len(texts), len(vocabulary)))
+    norms = np.sqrt(np.asarray(x.sum(axis=1)).ravel())
+    norms[norms == 0] = 1.0
+    return sparse.diags((1.0 / norms).astype(np.float32)) @ x
+
+
 @register_engine
 class TfidfEngine(Engine):
     """Word 1-2 + char_wb 2-5 TF-IDF features and a one-vs-rest LinearSVC.
@@ -73,6 +137,16 @@ class TfidfEngine(Engine):
     word can still survive through common ones (see docs/SECURITY.md).
     Default 2 (PHI first): measured by benchmarks/tfidf_min_records.py, BANKING77
     91.14% instead of 91.33% with min_records=1, generated denials 87.90% vs 87.82%.
+
+    Structured fields (`fields="auto"`): when every training text starts with
+    `name=value ... | ` (the form `compare.dataset.compose_text` gives records
+    whose columns are declared with `--text-fields`), each field becomes one-hot
+    features next to the text's (`field_tokens`: `name=value`, the words of a
+    multi-word value, numbers by sign and magnitude), kept like n-grams only when
+    in `min_records` distinct texts, weighted by `field_weight`; the free text
+    after ` | ` alone feeds the word and char parts. Plain texts have no such
+    prefix, so nothing changes for them. `fields=False` turns it off.
+    Measured by benchmarks/denials_features.py.
 
     Evidence: for each category the `evidence_per_class` training records the
     SVM scores most typical of it are kept as sparse vectors with their record
@@ -97,6 +171,8 @@ class TfidfEngine(Engine):
         scale: float = 10.0,
         threshold: float | None = None,
         evidence_per_class: int = 20,
+        fields: str | bool = "auto",
+        field_weight: float = 1.0,
     ) -> None:
         self.C = C
         self.min_df = min_df
@@ -104,15 +180,24 @@ class TfidfEngine(Engine):
         self.scale = scale
         self.threshold = threshold
         self.evidence_per_class = evidence_per_class
+        self.fields = fields
+        self.field_weight = field_weight
 
     def _fit(self, texts: list[str], labels: np.ndarray) -> None:
         if len(self.classes_) < 2:
             raise EngineError(f"fit: tfidf needs at least 2 categories, found {len(self.classes_)}; add examples of another category")
-        word, char = _vectorizers(self.min_df, _shared_vocabularies(texts, self.min_records, self.min_df))
+        if self.fields not in ("auto", True, False):
+            raise EngineError(f"tfidf: fields={self.fields!r} is invalid; expected 'auto', True or False")
+        self.field_vocabulary_ = self._field_vocabulary(texts) if self.fields else None
+        free = self._free_texts(texts)
+        word, char = _vectorizers(self.min_df, _shared_vocabularies(free, self.min_records, self.min_df))
         try:
-            x = sparse.hstack([word.fit_transform(texts), char.fit_transform(texts)]).tocsr()
+            parts = [word.fit_transform(free), char.fit_transform(free)]
         except ValueError as exc:  # sklearn: "empty vocabulary" (texts of single characters or nothing)
             raise EngineError(f"fit: the training texts yield no word features ({exc}); check the text column") from None
+        if self.field_vocabulary_:
+            parts.append(_field_matrix(texts, self.field_vocabulary_) * np.float32(self.field_weight))
+        x = sparse.hstack(parts).tocsr()
         svm = LinearSVC(C=self.C, random_state=0)
         svm.fit(x, labels)
         coef, intercept = svm.coef_, svm.intercept_
@@ -125,6 +210,35 @@ class TfidfEngine(Engine):
         self.coef_ = np.ascontiguousarray(coef, dtype=np.float32)
         self.intercept_ = np.asarray(intercept, dtype=np.float32)
         self._keep_prototypes(x, labels)
+
+    def _field_vocabulary(self, texts: list[str]) -> dict[str, int] | None:
+        """Field tokens found in at least `min_records` distinct texts, when every text carries fields; else None."""
+        parsed = [split_fields(t)[0] for t in dict.fromkeys(texts)]
+        if any(f is None for f in parsed):
+            if self.fields is True:
+                row = next(i for i, t in enumerate(texts) if split_fields(t)[0] is None)
+                raise EngineError(f"fit: fields=True but text #{row} does not start with 'name=value ... | '; "
+                                  "compose the texts with --text-fields or use fields='auto'")
+            return None
+        counts: dict[str, int] = {}
+        for f in parsed:
+            for tok in set(field_tokens(f)):
+                counts[tok] = counts.get(tok, 0) + 1
+        keep = sorted(tok for tok, c in counts.items() if c >= max(self.min_records, 1))
+        return {tok: i for i, tok in enumerate(keep)} or None
+
+    def _free_texts(self, texts: list[str]) -> list[str]:
+        """The texts the word and char parts read: without the fields prefix when fields are features."""
+        if not getattr(self, "field_vocabulary_", None):
+            return texts
+        return [split_fields(t)[1] for t in texts]
+
+    def _features(self, texts: list[str]) -> sparse.csr_matrix:
+        free = self._free_texts(texts)
+        parts = [self.word_vectorizer_.transform(free), self.char_vectorizer_.transform(free)]
+        if getattr(self, "field_vocabulary_", None):
+            parts.append(_field_matrix(texts, self.field_vocabulary_) * np.float32(self.field_weight))
+        return sparse.hstack(parts).tocsr()
 
     def _keep_prototypes(self, x: sparse.csr_matrix, labels: np.ndarray) -> None:
         """Per category, the training records the model finds most typical of it: the evidence decisions cite."""
@@ -145,8 +259,10 @@ class TfidfEngine(Engine):
         protos = getattr(self, "proto_x_", None)
         if protos is None or protos.shape[0] == 0:
             return [() for _ in texts]
-        x = sparse.hstack([self.word_vectorizer_.transform(texts), self.char_vectorizer_.transform(texts)]).tocsr()
-        sims = np.asarray((x @ protos.T).todense()) / 2.0  # word and char parts are each unit length: cosine in [0, 1]
+        x = self._features(texts)
+        # The word, char (and fields) parts are each unit length: cosine in [0, 1].
+        parts = 2.0 + (float(self.field_weight) ** 2 if getattr(self, "field_vocabulary_", None) else 0.0)
+        sims = np.minimum(np.asarray((x @ protos.T).todense()) / parts, 1.0)  # float32 rounding: 1.0000003
         index = {c: i for i, c in enumerate(self.classes_)}
         proto_class = np.array([index.get(y, -1) for y in self.proto_labels_])
         out = []
@@ -159,8 +275,7 @@ class TfidfEngine(Engine):
 
     def decision_function(self, texts: list[str]) -> np.ndarray:
         self._check_fitted()
-        x = sparse.hstack([self.word_vectorizer_.transform(texts), self.char_vectorizer_.transform(texts)]).tocsr()
-        return np.asarray(x @ self.coef_.T) + self.intercept_
+        return np.asarray(self._features(texts) @ self.coef_.T) + self.intercept_
 
     def _predict_proba(self, texts: list[str]) -> np.ndarray:
         z = self.decision_function(texts).astype(np.float64) * self.scale
@@ -176,6 +291,8 @@ class TfidfEngine(Engine):
             for term, i in vec.vocabulary_.items():
                 terms[i] = term
             vocab[key] = terms
+        if getattr(self, "field_vocabulary_", None):
+            vocab["fields"] = sorted(self.field_vocabulary_, key=self.field_vocabulary_.get)
         (directory / _VOCAB).write_text(json.dumps(vocab, ensure_ascii=False))
         protos = getattr(self, "proto_x_", None)
         if protos is None:
@@ -205,6 +322,7 @@ class TfidfEngine(Engine):
             vec.fit(["a"])  # sets up the fixed-vocabulary state; the stored idf replaces the fitted one
             vec.idf_ = weights[f"{key}_idf"]
         self.word_vectorizer_, self.char_vectorizer_ = word, char
+        self.field_vocabulary_ = {t: i for i, t in enumerate(vocab["fields"])} if vocab.get("fields") else None
         self.coef_ = weights["coef"]
         self.intercept_ = weights["intercept"]
         if "proto_shape" in weights.files and (directory / _EVIDENCE).is_file():
