@@ -2,6 +2,7 @@
 
     nice python benchmarks/latency.py --engines head,tfidf --json benchmarks/results/latency.json
     nice python benchmarks/latency.py --engines head --profile      # where the time goes (cProfile, top 25)
+    nice python benchmarks/latency.py --engines head,head:minilm-onnx  # `engine:embedder` for another embedder
 
 Each engine is fitted on the vendored BANKING77 subset (tests/data, 300 texts; `--train` for another CSV with
 text,label), saved and loaded back (the API serves a loaded model), in a fresh TAXONOMIST_HOME. Then
@@ -62,8 +63,9 @@ def main(argv=None) -> None:
     before = machine()  # with the measured peak
     engines = {}
     for name in args.engines.split(","):
-        fitted = create_engine(name).fit(*train)
-        directory = Path(os.environ["TAXONOMIST_HOME"]) / "models" / name
+        engine_name, _, embedder = name.partition(":")  # "head:minilm-onnx": head over another embedder
+        fitted = create_engine(engine_name, **({"embedder": embedder} if embedder else {})).fit(*train)
+        directory = Path(os.environ["TAXONOMIST_HOME"]) / "models" / name.replace(":", "-")
         fitted.save(directory)
         engines[name] = load_engine(directory)
         engines[name].predict_one("warm up the model and its caches")
