@@ -1,10 +1,16 @@
-"""Retrieval-only classifier over sentence embeddings; also the retriever the LLM engine uses.
+"""Retrieval-only classifier over labelled points; also the retriever the LLM engine uses.
 
 Labelled points are the training examples plus, when a taxonomy is given, each
 active category's definition (`Category.describe()`) and its example texts.
 A query's class scores come from a similarity-weighted vote of its top-k
 neighbours; classes with no neighbour in the top k keep a small score from
 their single nearest point, so every class has a non-zero probability.
+
+Similarity (`retrieval`): "dense" (MiniLM cosine), "lexical" (label-weighted
+word and character n-grams) or "hybrid" (default: a mix of both, the dense
+share and the vote temperature chosen by leave-one-out accuracy on the
+training points); see `taxonomist.retrieval`. Codes such as `CO-197` or
+`90837-95`, which a sentence embedder blurs, are matched exactly by the lexical side.
 
 Points can be added or removed, and the taxonomy swapped, between calls: only
 new texts are embedded and nothing is refitted (`add_examples`,
@@ -22,6 +28,7 @@ import numpy as np
 
 from ..errors import EngineError, TaxonomyError
 from ..prediction import Evidence
+from ..retrieval import LexicalIndex, choose_mix, cv_queries, knn_vote
 from ..taxonomy import Taxonomy, load_taxonomy
 from .base import Engine, Manifest, _as_texts, register_engine
 
@@ -29,6 +36,9 @@ __all__ = ["KnnEngine", "EmbeddingEngine"]
 
 _POINTS = "knn_points.json"
 _VECTORS = "knn_vectors.npz"
+_LEXICAL = "knn_lexical.npz"
+_RETRIEVAL = "knn_retrieval.json"
+RETRIEVALS = ("dense", "lexical", "hybrid")
 _TAXONOMY = "taxonomy.yaml"
 
 EXAMPLE, DEFINITION = "example", "definition"
@@ -98,17 +108,21 @@ class EmbeddingEngine(Engine):
 
 @register_engine
 class KnnEngine(EmbeddingEngine):
-    """k-nearest-neighbour vote over MiniLM embeddings of examples and category definitions.
+    """k-nearest-neighbour vote over examples and category definitions (MiniLM + label-weighted n-grams).
 
-    Parameters: `k` neighbours vote; `temperature` sharpens the similarity
-    weights `exp(sim / temperature)`; `taxonomy` (path or Taxonomy) adds
-    definitions and taxonomy examples as labelled points; `threshold` abstains
-    below that confidence.
+    Parameters: `k` neighbours vote; `retrieval` is "hybrid" (default),
+    "dense" or "lexical"; `mix` is the dense share of the hybrid similarity
+    (None: chosen on the training data); `temperature` sharpens the similarity
+    weights `exp(sim / temperature)` (None: chosen on the training data);
+    `taxonomy` (path or Taxonomy) adds definitions and taxonomy examples as
+    labelled points; `threshold` abstains below that confidence.
+
+    Models saved before `retrieval` existed load as "dense" with their saved temperature.
     """
 
     name = "knn"
     family = "retrieval"
-    label = "knn (MiniLM retrieval)"
+    label = "knn (MiniLM + n-gram retrieval)"
     budget_kind = "embed"
     test_params = {"k": 10}
     cheap_to_refit = True
@@ -120,28 +134,42 @@ class KnnEngine(EmbeddingEngine):
         *,
         embedder: str = "minilm",
         k: int = 10,
-        temperature: float = 0.05,
+        retrieval: str = "hybrid",
+        mix: float | None = None,
+        temperature: float | None = None,
         taxonomy: Taxonomy | str | Path | None = None,
         use_definitions: bool = True,
         threshold: float | None = None,
     ) -> None:
         self.embedder = embedder
         self.k = k
+        self.retrieval = retrieval
+        self.mix = mix
         self.temperature = temperature
         self.taxonomy = taxonomy
         self.use_definitions = use_definitions
         self.threshold = threshold
 
     # ----- fitting = indexing ---------------------------------------------------------
-    def _fit(self, texts: list[str], labels: np.ndarray) -> None:
-        if self.k < 1 or self.temperature <= 0:
+    def _check_params(self) -> None:
+        if self.k < 1 or (self.temperature is not None and self.temperature <= 0):
             raise EngineError(f"knn: k must be >= 1 and temperature > 0 (got k={self.k}, temperature={self.temperature})")
+        if self.retrieval not in RETRIEVALS:
+            raise EngineError(f"knn: retrieval='{self.retrieval}': expected one of {', '.join(RETRIEVALS)}")
+        if self.mix is not None and not 0.0 <= self.mix <= 1.0:
+            raise EngineError(f"knn: mix={self.mix}: the dense share must be between 0 and 1 (or None: chosen on the data)")
+
+    def _fit(self, texts: list[str], labels: np.ndarray) -> None:
+        self._check_params()
         self.embedder_ = None
         self.texts_: list[str] = []
         self.labels_: list[str] = []
         self.kinds_: list[str] = []
         self.refs_: list[str] = []
         self.vectors_ = np.zeros((0, self._embedder().dim), dtype=np.float32)
+        self.lexical_ = LexicalIndex() if self.retrieval != "dense" else None
+        self.mix_ = {"dense": 1.0, "lexical": 0.0}.get(self.retrieval, self.mix)
+        self.temperature_ = self.temperature
         self.taxonomy_ = None
         self.taxonomy_version_ = ""
         self._append(texts, labels.tolist(), EXAMPLE, self._train_refs(len(texts)))
@@ -150,16 +178,39 @@ class KnnEngine(EmbeddingEngine):
             self.set_taxonomy(taxonomy)
         else:
             self._reindex()
+        self._choose_mix()
 
-    def _append(self, texts: Sequence[str], labels: Sequence[str], kind: str, refs: Sequence[str]) -> None:
+    def _choose_mix(self) -> None:
+        """Dense share and vote temperature left as None: the best leave-one-out kNN accuracy on the training examples."""
+        self.cv_accuracy_ = None
+        if self.mix_ is not None and self.temperature_ is not None:
+            return
+        examples = np.flatnonzero(np.array([k == EXAMPLE for k in self.kinds_], dtype=bool))
+        queries = cv_queries(self._point_class, examples)
+        mixes = (self.mix_,) if self.mix_ is not None else None
+        temperatures = (self.temperature_,) if self.temperature_ is not None else None
+        if len(queries) == 0:  # no class has two points: nothing to validate on
+            self.mix_ = 0.5 if self.mix_ is None else self.mix_
+            self.temperature_ = 0.05 if self.temperature_ is None else self.temperature_
+            return
+        dense = self.vectors_[queries] @ self.vectors_.T if self.mix_ != 0.0 else None
+        lexical = self.lexical_.similarities(rows=queries) if self.lexical_ is not None and self.mix_ != 1.0 else None
+        grid = {k: v for k, v in (("mixes", mixes), ("temperatures", temperatures)) if v is not None}
+        self.mix_, self.temperature_, self.cv_accuracy_ = choose_mix(
+            dense, lexical, queries, self._point_class, len(self.classes_), k=self.k, **grid)
+
+    def _append(self, texts: Sequence[str], labels: Sequence[str], kind: str, refs: Sequence[str],
+                vectors: np.ndarray | None = None) -> None:
         if not texts:
             return
-        vectors = self._embed(texts)
+        vectors = self._embed(texts) if vectors is None else vectors
         self.texts_.extend(texts)
         self.labels_.extend(str(y) for y in labels)
-        self.kinds_.extend([kind] * len(texts))
+        self.kinds_.extend([kind] * len(texts) if isinstance(kind, str) else kind)
         self.refs_.extend(refs)
         self.vectors_ = np.vstack([self.vectors_, vectors]).astype(np.float32, copy=False)
+        if self.lexical_ is not None:
+            self.lexical_ = self.lexical_.extended(texts)
 
     def _keep(self, mask: np.ndarray) -> None:
         idx = np.flatnonzero(mask)
@@ -168,6 +219,8 @@ class KnnEngine(EmbeddingEngine):
         self.kinds_ = [self.kinds_[i] for i in idx]
         self.refs_ = [self.refs_[i] for i in idx]
         self.vectors_ = self.vectors_[idx]
+        if self.lexical_ is not None:
+            self.lexical_ = self.lexical_.subset(idx)
 
     def _reindex(self) -> None:
         """Recompute classes and the per-point class index after any change (no embedding)."""
@@ -181,10 +234,8 @@ class KnnEngine(EmbeddingEngine):
         self.classes_ = np.array(classes, dtype=object)
         lookup = {c: i for i, c in enumerate(classes)}
         self._point_class = np.array([lookup.get(y, -1) for y in self.labels_], dtype=np.int64)
-        # Active points grouped by class, for per-class maxima with np.maximum.reduceat.
-        active_idx = np.flatnonzero(self._point_class >= 0)
-        self._by_class = active_idx[np.argsort(self._point_class[active_idx], kind="stable")]
-        self._class_starts = np.searchsorted(self._point_class[self._by_class], np.arange(len(classes)))
+        if self.lexical_ is not None:  # n-gram weights follow the labels of the active points
+            self.lexical_ = self.lexical_.reweighted(self._point_class, len(classes))
 
     # ----- instant updates ------------------------------------------------------------
     def add_examples(self, texts: Iterable[str], labels: Iterable[str], *, refs: Iterable[str] | None = None) -> KnnEngine:
@@ -241,44 +292,29 @@ class KnnEngine(EmbeddingEngine):
                     vectors[i] = known[t]
             if new:
                 vectors[new] = self._embed([texts[i] for i in new])
-            self.texts_.extend(texts)
-            self.labels_.extend(labels)
-            self.kinds_.extend(kinds)
-            self.refs_.extend(refs)
-            self.vectors_ = np.vstack([self.vectors_, vectors]).astype(np.float32, copy=False)
+            self._append(texts, labels, kinds, refs, vectors=vectors)
         self.taxonomy_ = taxonomy
         self.taxonomy_version_ = taxonomy.version_id
         self._reindex()
         return self
 
     # ----- scoring --------------------------------------------------------------------
-    def _similarities(self, queries: np.ndarray) -> np.ndarray:
-        sims = queries @ self.vectors_.T
-        sims[:, self._point_class < 0] = -np.inf  # points of retired categories
+    def _similarities(self, texts: Sequence[str]) -> np.ndarray:
+        """Each text's similarity to every point (retired categories' points: -inf)."""
+        mix = self.mix_
+        sims = np.zeros((len(texts), len(self.texts_)), dtype=np.float32)
+        if mix > 0.0:
+            sims += mix * (self._embed(texts) @ self.vectors_.T)
+        if mix < 1.0:
+            sims += (1.0 - mix) * self.lexical_.similarities(texts)
+        sims[:, self._point_class < 0] = -np.inf
         return sims
-
-    def _scores_from_sims(self, sims: np.ndarray) -> np.ndarray:
-        n_classes = len(self.classes_)
-        k = min(self.k, int((self._point_class >= 0).sum()))
-        # Best similarity per class over all its points: the score of classes outside the top k.
-        best = np.maximum.reduceat(sims[:, self._by_class], self._class_starts, axis=1)
-        shift = best.max(axis=1, keepdims=True)
-        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        top_sims = np.take_along_axis(sims, top, axis=1)
-        top_class = self._point_class[top]
-        weights = np.exp((top_sims - shift) / self.temperature)
-        vote = np.zeros((len(sims), n_classes))
-        rows = np.repeat(np.arange(len(sims)), k)
-        np.add.at(vote, (rows, top_class.ravel()), weights.ravel())
-        fallback = np.exp((best - shift) / self.temperature)
-        scores = np.where(vote > 0, vote, fallback)
-        return scores / scores.sum(axis=1, keepdims=True)
 
     def _predict_proba(self, texts: list[str]) -> np.ndarray:
         out = []
         for i in range(0, len(texts), 1024):
-            queries = self._embed(texts[i : i + 1024])
-            out.append(self._scores_from_sims(self._similarities(queries)))
+            sims = self._similarities(texts[i : i + 1024])
+            out.append(knn_vote(sims, self._point_class, len(self.classes_), self.k, self.temperature_))
         return np.vstack(out)
 
     # ----- the retriever API (used by the LLM engine) ----------------------------------
@@ -292,9 +328,25 @@ class KnnEngine(EmbeddingEngine):
         self._check_fitted()
         if isinstance(text, (list, tuple)):
             raise EngineError("retrieve takes one text; call it once per record")
-        q = self._embed([text])[0]
-        sims = self._similarities(q[None, :])[0]
-        order = [int(i) for i in np.argsort(-sims, kind="stable") if np.isfinite(sims[i])]
+        return self._ranked(self._similarities([text])[0], k=k, per_class=per_class, mmr_lambda=mmr_lambda)
+
+    def retrieve_batch(self, texts: Sequence[str], *, k: int = 20) -> list[list[Evidence]]:
+        """`retrieve(text, k=k)` for many texts with one similarity pass per 1,024 texts."""
+        self._check_fitted()
+        texts = _as_texts(texts)
+        out: list[list[Evidence]] = []
+        for i in range(0, len(texts), 1024):
+            out.extend(self._ranked(row, k=k) for row in self._similarities(texts[i : i + 1024]))
+        return out
+
+    def _ranked(self, sims: np.ndarray, *, k: int, per_class: int | None = None, mmr_lambda: float | None = None) -> list[Evidence]:
+        if per_class is None and mmr_lambda is None:
+            # The k best need no full sort.
+            m = min(k, len(sims))
+            head = np.argpartition(-sims, m - 1)[:m] if 0 < m < len(sims) else np.arange(len(sims))
+            order = [int(i) for i in head[np.argsort(-sims[head], kind="stable")] if np.isfinite(sims[i])]
+        else:
+            order = [int(i) for i in np.argsort(-sims, kind="stable") if np.isfinite(sims[i])]
         if per_class is not None:
             taken: dict[int, int] = {}
             capped = []
@@ -335,24 +387,41 @@ class KnnEngine(EmbeddingEngine):
     def _evidence(self, text: str, proba: np.ndarray) -> tuple:
         return tuple(self.retrieve(text, k=min(self.k, 5)))
 
+    def _evidence_batch(self, texts: Sequence[str], proba: np.ndarray) -> list[tuple]:
+        return [tuple(found) for found in self.retrieve_batch(texts, k=min(self.k, 5))]
+
     # ----- persistence: vectors as npz, points as JSON ---------------------------------
     def _save_weights(self, directory: Path) -> dict[str, Any]:
         points = {"texts": self.texts_, "labels": self.labels_, "kinds": self.kinds_, "refs": self.refs_}
         (directory / _POINTS).write_text(json.dumps(points, ensure_ascii=False))
         np.savez(directory / _VECTORS, vectors=self.vectors_)
+        if self.lexical_ is not None:
+            np.savez_compressed(directory / _LEXICAL, **self.lexical_.arrays())
+        chosen = {"mix": self.mix_, "temperature": self.temperature_, "cv_accuracy": getattr(self, "cv_accuracy_", None)}
+        (directory / _RETRIEVAL).write_text(json.dumps(chosen))
         self._save_taxonomy(directory)
-        return {"n_points": len(self.texts_), "embedder": self.embedder}
+        return {"n_points": len(self.texts_), "embedder": self.embedder, "retrieval": self.retrieval}
 
     def _load_weights(self, directory: Path, manifest: Manifest) -> None:
+        old = "retrieval" not in manifest.params  # saved before hybrid retrieval: dense, its saved temperature
+        if old:
+            self.retrieval, self.mix = "dense", None
         try:
             points = json.loads((directory / _POINTS).read_text())
             vectors = np.load(directory / _VECTORS, allow_pickle=False)["vectors"]
+            chosen = {"mix": 1.0, "temperature": self.temperature or 0.05} if old else json.loads((directory / _RETRIEVAL).read_text())
+            self.lexical_ = None
+            if self.retrieval != "dense":
+                with np.load(directory / _LEXICAL, allow_pickle=False) as arrays:
+                    self.lexical_ = LexicalIndex.from_arrays(arrays, len(points["texts"]))
         except FileNotFoundError as exc:
             raise EngineError(f"'{directory}' is missing {Path(exc.filename).name}; save the model again") from None
         self.embedder_ = None
         self.texts_, self.labels_ = points["texts"], points["labels"]
         self.kinds_, self.refs_ = points["kinds"], points["refs"]
         self.vectors_ = vectors.astype(np.float32, copy=False)
+        self.mix_, self.temperature_ = float(chosen["mix"]), float(chosen["temperature"])
+        self.cv_accuracy_ = chosen.get("cv_accuracy")
         self._load_taxonomy(directory)
         self._reindex()
         self.base_model_ = manifest.base_model

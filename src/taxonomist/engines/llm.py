@@ -1,6 +1,8 @@
 """The `llm` engine: a general LLM prompted with the taxonomy and retrieved examples (RAG).
 
-`fit` trains nothing: it indexes the labelled examples in the `knn` retriever.
+`fit` trains nothing: it indexes the labelled examples in the `knn` retriever
+(hybrid by default: MiniLM plus label-weighted n-grams, so codes such as
+`CO-197` are matched exactly; see `taxonomist.retrieval`).
 Each prediction retrieves class-balanced similar examples and a label
 shortlist, builds a prompt (static taxonomy prefix first, see
 `taxonomist.llm.prompt`), asks the backend for one code among the allowed
