@@ -225,6 +225,7 @@ _COLUMNS = ("id", "category", "confidence", "reason", "alternatives", "model_id"
 def _collect(decided: Any, output: Path, run: Any, progress: Callable[[int], None]) -> None:
     """Take decisions as Ray makes them: Parquet parts of PART_ROWS rows, and the decision log batch by batch."""
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from ._private import private_dir
@@ -244,7 +245,7 @@ def _collect(decided: Any, output: Path, run: Any, progress: Callable[[int], Non
 
     for batch in decided.iter_batches(batch_format="pyarrow", batch_size=None):
         skipped += sum(batch.column("skipped").to_pylist())
-        batch = batch.filter(pa.compute.is_valid(batch.column("id")))
+        batch = batch.filter(pc.is_valid(batch.column("id")))
         if batch.num_rows == 0:
             continue
         ids = batch.column("id").to_pylist()
