@@ -38,6 +38,8 @@ MIX_GRID = tuple(round(0.1 * i, 1) for i in range(11))
 TEMPERATURE_GRID = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
 #: Leave-one-out queries `choose_mix` samples from the training points (fixed seed).
 CV_QUERIES = 2000
+#: Pseudo-points, spread as the class prior, added to each n-gram's class counts.
+SMOOTHING = 1.0
 #: n-grams whose weight is below this share of 1 are dropped from the index (speed; they barely count).
 MIN_WEIGHT = 1e-3
 
@@ -78,7 +80,7 @@ def information_gain(counts: sparse.csr_matrix, point_class: np.ndarray, n_class
     onehot = sparse.csr_matrix((np.ones(len(y)), (np.arange(len(y)), y)), shape=(len(y), n_classes))
     by_class = (present.T @ onehot).tocoo()  # n-gram x class counts (sparse)
     df = np.asarray(present.sum(axis=0)).ravel()
-    alpha = 1.0
+    alpha = SMOOTHING
     cols = np.flatnonzero(df > 0)
     # H = -sum_c p log p with p_c = (n_c + alpha prior_c) / (df + alpha). Classes with n_c = 0 share
     # one closed form (s * prior_c, s = alpha / (df + alpha)); the classes seen are corrected sparsely.
