@@ -60,16 +60,20 @@ def test_recall_at_k_on_a_hand_made_case():
         recall_at_k(["A", "B"], [["A"]])
 
 
-def test_choose_mix_picks_the_side_that_separates_the_classes():
+def test_choose_mix_picks_the_side_that_separates_the_classes(monkeypatch):
     # Two classes: the dense side is noise, the lexical side tells them apart; leave-one-out must choose lexical.
     rng = np.random.default_rng(0)
     point_class = np.repeat([0, 1], 20)
     lexical_pts = np.eye(2)[point_class] + 0.05 * rng.standard_normal((40, 2))
     dense_pts = rng.standard_normal((40, 8))
     queries = np.arange(40)
-    mix, temperature, accuracy = choose_mix(dense_pts @ dense_pts.T / 8, lexical_pts @ lexical_pts.T, queries,
-                                            point_class, 2, k=5)
+    mix, temperature, accuracy = choose_mix(lambda rows: (dense_pts[rows] @ dense_pts.T / 8, lexical_pts[rows] @ lexical_pts.T),
+                                            queries, point_class, 2, k=5)
     assert mix <= 0.2 and accuracy == 1.0 and temperature > 0
+    # Computed a few query rows at a time (bounded memory), the choice is the same.
+    monkeypatch.setattr("taxonomist.retrieval.CHUNK_CELLS", 3 * 40)
+    sides = lambda rows: (dense_pts[rows] @ dense_pts.T / 8, lexical_pts[rows] @ lexical_pts.T)  # noqa: E731
+    assert choose_mix(sides, queries, point_class, 2, k=5) == (mix, temperature, accuracy)
 
 
 @pytest.mark.slow

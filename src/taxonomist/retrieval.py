@@ -18,7 +18,7 @@ few-shot examples and label shortlist from that engine, so both retrieve the sam
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy import sparse
@@ -38,6 +38,8 @@ MIX_GRID = tuple(round(0.1 * i, 1) for i in range(11))
 TEMPERATURE_GRID = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
 #: Leave-one-out queries `choose_mix` samples from the training points (fixed seed).
 CV_QUERIES = 2000
+#: Similarity cells (queries x points) computed at once: bounds memory on large indexes.
+CHUNK_CELLS = 1 << 24
 #: Pseudo-points, spread as the class prior, added to each n-gram's class counts.
 SMOOTHING = 1.0
 #: n-grams whose weight is below this share of 1 are dropped from the index (speed; they barely count).
@@ -159,13 +161,17 @@ class LexicalIndex:
         if self._points is None:
             raise RuntimeError("LexicalIndex.reweighted must give the index before similarities")
         if texts is not None:
-            queries = self.query_vectors(texts)
+            word, char = self.query_vectors(texts)
         else:
-            queries = (_weighted(self.word[rows], self.weights[0]), _weighted(self.char[rows], self.weights[1]))
-        out = (queries[0] @ self._points[0]).toarray()
-        out += (queries[1] @ self._points[1]).toarray()
-        out *= 0.5
-        return out.astype(np.float32, copy=False)
+            word, char = _weighted(self.word[rows], self.weights[0]), _weighted(self.char[rows], self.weights[1])
+        out = np.empty((word.shape[0], len(self)), dtype=np.float32)
+        # The sparse products are nearly dense (char n-grams are shared widely): a few rows at a time.
+        step = max(1, CHUNK_CELLS // max(1, len(self)))
+        for i in range(0, word.shape[0], step):
+            block = (word[i : i + step] @ self._points[0]).toarray()
+            block += (char[i : i + step] @ self._points[1]).toarray()
+            out[i : i + step] = 0.5 * block
+        return out
 
     # ----- persistence (npz arrays; no pickle) ------------------------------------------
     def arrays(self) -> dict[str, np.ndarray]:
@@ -217,8 +223,7 @@ def _vote(neighbours: tuple[np.ndarray, ...], n_classes: int, temperature: float
 
 
 def choose_mix(
-    dense: np.ndarray | None,
-    lexical: np.ndarray | None,
+    similarities: Callable[[np.ndarray], tuple[np.ndarray | None, np.ndarray | None]],
     queries: np.ndarray,
     point_class: np.ndarray,
     n_classes: int,
@@ -229,27 +234,34 @@ def choose_mix(
 ) -> tuple[float, float, float]:
     """(mix, temperature, accuracy) with the best leave-one-out kNN accuracy for the query points `queries`.
 
-    `dense` and `lexical` are the queries' similarities to every point (query i is point
-    `queries[i]`; its own entry is masked). Ties go to the smaller mean log-loss.
+    `similarities(rows)` gives the (dense, lexical) similarities of points `rows` to every
+    point (None: that side is not used); it is called on chunks of `queries`, so memory stays
+    bounded on large indexes. Each query's own entry is masked. Ties go to the smaller mean log-loss.
     """
-    sims_d = dense if dense is not None else np.zeros_like(lexical)
-    sims_l = lexical if lexical is not None else np.zeros_like(dense)
-    truth = point_class[queries]
-    rows = np.arange(len(queries))
-    best: tuple[float, float, float, float] | None = None
-    for mix in mixes:
-        sims = (mix * sims_d + (1.0 - mix) * sims_l).astype(np.float32)
-        sims[rows, queries] = -np.inf  # leave one out
-        neighbours = _neighbours(sims, point_class, n_classes, k)
-        for temperature in temperatures:
-            proba = _vote(neighbours, n_classes, temperature)
-            accuracy = float((proba.argmax(axis=1) == truth).mean())
-            loss = float(-np.log(np.maximum(proba[rows, truth], 1e-12)).mean())
-            key = (accuracy, -loss)
-            if best is None or key > (best[2], -best[3]):
-                best = (float(mix), float(temperature), accuracy, loss)
-    assert best is not None
-    return best[0], best[1], best[2]
+    mixes, temperatures = list(mixes), list(temperatures)
+    correct = np.zeros((len(mixes), len(temperatures)))
+    loss = np.zeros((len(mixes), len(temperatures)))
+    step = max(1, CHUNK_CELLS // max(1, len(point_class)))
+    for start in range(0, len(queries), step):
+        chunk = queries[start : start + step]
+        dense, lexical = similarities(chunk)
+        rows, truth = np.arange(len(chunk)), point_class[chunk]
+        for i, mix in enumerate(mixes):
+            sims = np.zeros((len(chunk), len(point_class)), dtype=np.float32)
+            if dense is not None and mix > 0.0:
+                sims += mix * dense
+            if lexical is not None and mix < 1.0:
+                sims += (1.0 - mix) * lexical
+            sims[rows, chunk] = -np.inf  # leave one out
+            neighbours = _neighbours(sims, point_class, n_classes, k)
+            for j, temperature in enumerate(temperatures):
+                proba = _vote(neighbours, n_classes, temperature)
+                correct[i, j] += float((proba.argmax(axis=1) == truth).sum())
+                loss[i, j] += float(-np.log(np.maximum(proba[rows, truth], 1e-12)).sum())
+    # Best accuracy; among equals the smaller log-loss (lexsort: last key first).
+    flat = np.lexsort((loss.ravel(), -correct.ravel()))[0]
+    i, j = np.unravel_index(flat, correct.shape)
+    return float(mixes[i]), float(temperatures[j]), float(correct[i, j] / max(1, len(queries)))
 
 
 def cv_queries(point_class: np.ndarray, candidates: np.ndarray, n: int = CV_QUERIES, seed: int = 0) -> np.ndarray:

@@ -193,11 +193,15 @@ class KnnEngine(EmbeddingEngine):
             self.mix_ = 0.5 if self.mix_ is None else self.mix_
             self.temperature_ = 0.05 if self.temperature_ is None else self.temperature_
             return
-        dense = self.vectors_[queries] @ self.vectors_.T if self.mix_ != 0.0 else None
-        lexical = self.lexical_.similarities(rows=queries) if self.lexical_ is not None and self.mix_ != 1.0 else None
+        use_dense, use_lexical = self.mix_ != 0.0, self.lexical_ is not None and self.mix_ != 1.0
+
+        def similarities(rows: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+            return (self.vectors_[rows] @ self.vectors_.T if use_dense else None,
+                    self.lexical_.similarities(rows=rows) if use_lexical else None)
+
         grid = {k: v for k, v in (("mixes", mixes), ("temperatures", temperatures)) if v is not None}
         self.mix_, self.temperature_, self.cv_accuracy_ = choose_mix(
-            dense, lexical, queries, self._point_class, len(self.classes_), k=self.k, **grid)
+            similarities, queries, self._point_class, len(self.classes_), k=self.k, **grid)
 
     def _append(self, texts: Sequence[str], labels: Sequence[str], kind: str, refs: Sequence[str],
                 vectors: np.ndarray | None = None) -> None:
