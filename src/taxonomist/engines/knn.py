@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import EngineError, TaxonomyError
 from ..prediction import Evidence
-from ..retrieval import LexicalIndex, choose_mix, cv_queries, knn_vote
+from ..retrieval import CHUNK_CELLS, LexicalIndex, choose_mix, cv_queries, knn_vote
 from ..taxonomy import Taxonomy, load_taxonomy
 from .base import Engine, Manifest, _as_texts, register_engine
 
@@ -314,10 +314,15 @@ class KnnEngine(EmbeddingEngine):
         sims[:, self._point_class < 0] = -np.inf
         return sims
 
+    def _step(self) -> int:
+        """Texts scored at once: up to 1,024, fewer on a large index (the similarity matrix is dense)."""
+        return max(1, min(1024, CHUNK_CELLS // max(1, len(self.texts_))))
+
     def _predict_proba(self, texts: list[str]) -> np.ndarray:
         out = []
-        for i in range(0, len(texts), 1024):
-            sims = self._similarities(texts[i : i + 1024])
+        step = self._step()
+        for i in range(0, len(texts), step):
+            sims = self._similarities(texts[i : i + step])
             out.append(knn_vote(sims, self._point_class, len(self.classes_), self.k, self.temperature_))
         return np.vstack(out)
 
@@ -335,12 +340,13 @@ class KnnEngine(EmbeddingEngine):
         return self._ranked(self._similarities([text])[0], k=k, per_class=per_class, mmr_lambda=mmr_lambda)
 
     def retrieve_batch(self, texts: Sequence[str], *, k: int = 20) -> list[list[Evidence]]:
-        """`retrieve(text, k=k)` for many texts with one similarity pass per 1,024 texts."""
+        """`retrieve(text, k=k)` for many texts with one similarity pass per chunk of texts."""
         self._check_fitted()
         texts = _as_texts(texts)
         out: list[list[Evidence]] = []
-        for i in range(0, len(texts), 1024):
-            out.extend(self._ranked(row, k=k) for row in self._similarities(texts[i : i + 1024]))
+        step = self._step()
+        for i in range(0, len(texts), step):
+            out.extend(self._ranked(row, k=k) for row in self._similarities(texts[i : i + step]))
         return out
 
     def _ranked(self, sims: np.ndarray, *, k: int, per_class: int | None = None, mmr_lambda: float | None = None) -> list[Evidence]:
