@@ -82,7 +82,7 @@ def load_dataset(name: str, args) -> dict:
         return {"name": name, "train": read_csv(root / "banking77/train.csv"), "test": read_csv(root / "banking77/test.csv")}
     if name == "clinc150":
         data = json.loads((root / "clinc150/data_full.json").read_text())
-        pick = lambda key: ([t for t, _ in data[key]], [y for _, y in data[key]])  # noqa: E731
+        pick = lambda key: ([t for t, _ in data[key]], [y for _, y in data[key]])
         return {"name": "clinc150_in_scope", "train": pick("train"), "test": pick("test")}
     raise SystemExit(f"unknown data set '{name}' (known: {', '.join(DATASETS)})")
 

@@ -24,9 +24,9 @@ import numpy as np
 from scipy import sparse
 
 __all__ = [
-    "LexicalIndex",
     "MIX_GRID",
     "TEMPERATURE_GRID",
+    "LexicalIndex",
     "choose_mix",
     "knn_vote",
     "recall_at_k",
