@@ -75,3 +75,21 @@ def test_classify_memory_does_not_grow_with_the_input(files):
     assert b - a < ALLOWED_GROWTH_MB, f"classify peaked at {a:.0f} MB for {SMALL:,} records, {b:.0f} MB for {LARGE:,}"
     with (root / "b.csv").open(encoding="utf-8", newline="") as f:
         assert sum(1 for _ in csv.DictReader(f)) == LARGE
+
+
+def test_a_missing_or_empty_input_is_one_line_and_leaves_no_output(files, capsys):
+    from tests.test_cli_engines import run
+
+    root, small, _ = files
+    model = root / "model"
+    if not (model / "manifest.json").is_file():
+        assert run("train", "tfidf", "--data", str(small), "--out", str(model)) == 0
+    capsys.readouterr()
+    assert run("classify", "--model", str(model), "--input", str(root / "nope.csv"), "--output", str(root / "o.csv")) == 1
+    assert "does not exist" in capsys.readouterr().err
+    bad = root / "bad.csv"
+    bad.write_text("id,text\nr1,\nr2,   \n", encoding="utf-8")
+    assert run("classify", "--model", str(model), "--input", str(bad), "--output", str(root / "o.csv")) == 1
+    err = capsys.readouterr().err
+    assert "2 row(s)" in err and "no usable records" in err
+    assert not (root / "o.csv").exists()

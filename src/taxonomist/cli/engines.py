@@ -315,8 +315,8 @@ def classify(
             from ..records import count_rows
 
             skipped = _Skipped(input)
-            records = skipped.records(input, text_col, id_col)
-            total = count_rows(input)
+            records = skipped.records(text_col, id_col)
+            total = count_rows(input)  # after the check above: a scan of the file, for progress
         else:
             records = store.records(labelled=None, since=_day(since, "--since"), until=_day(until, "--until"), source=source)
             total = None
@@ -340,14 +340,14 @@ class _Skipped:
     """A classify input read as it comes; rows that are not records are counted and the first few shown at the end."""
 
     def __init__(self, path: Path) -> None:
-        self.path, self.count, self.first = path, 0, []
-
-    def records(self, path: Path, text_col: str, id_col: str | None):
-        from ..records import ColumnMapping, Reject, iter_records
-
         if not path.is_file():
             raise RecordError(f"input file '{path}' does not exist" if not path.exists() else f"input '{path}' is not a file")
-        for item in iter_records(path, mapping=ColumnMapping(text=text_col, id=id_col), keep_raw=False):
+        self.path, self.count, self.first = path, 0, []
+
+    def records(self, text_col: str, id_col: str | None):
+        from ..records import ColumnMapping, Reject, iter_records
+
+        for item in iter_records(self.path, mapping=ColumnMapping(text=text_col, id=id_col), keep_raw=False):
             if isinstance(item, Reject):
                 self.count += 1
                 if len(self.first) < 5:
