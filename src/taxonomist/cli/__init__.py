@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
+import threading
 
 import typer
 
@@ -35,11 +37,18 @@ def build_app() -> typer.Typer:
     return app
 
 
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM (a scheduler's stop, `kill`, a CI timeout) ends a command the way Ctrl-C does: exit 130 and how to resume."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: user errors print one line (no traceback) and exit 1."""
+    """Entry point: user errors print one line (no traceback) and exit 1; Ctrl-C or SIGTERM exits 130."""
     # Weights come from installed packages; never reach for a model hub.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminate)  # `serve` replaces it with uvicorn's own graceful shutdown
     try:
         app = build_app()
         status = app(args=argv, standalone_mode=False)
