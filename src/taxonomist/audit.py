@@ -355,6 +355,7 @@ def audit(
     jobs: int = 1,
     on_progress: Progress | None = None,
     oof: tuple[np.ndarray, np.ndarray] | None = None,
+    calibrate: bool = True,
 ) -> AuditResult:
     """Audit a labelled history given as parallel `ids`, `texts` and `labels`.
 
@@ -364,7 +365,11 @@ def audit(
     categories with fewer records than `folds` are left out (listed in `skipped`)
     instead of raising. `oof`: (classes, proba) already computed by
     `out_of_fold_proba` for the audited records (after skip_small), e.g. cached
-    by a benchmark; the engines are then not fitted again.
+    by a benchmark; the engines are then not fitted again. `calibrate`: the
+    out-of-fold probabilities are temperature-scaled first (one temperature fitted
+    on them against the given labels, `engines.calibration.fit_temperature`), so
+    that self-confidence and the confident-learning counts read calibrated
+    probabilities rather than an engine's raw scores.
     """
     ids = [str(i) for i in ids]
     labels = [str(y) for y in labels]
@@ -394,6 +399,12 @@ def audit(
             on_progress=on_progress,
         )
     given = np.searchsorted(classes, np.asarray(labels, dtype=object))
+    temperature = None
+    if calibrate:
+        from .engines.calibration import fit_temperature, softmax
+
+        temperature = float(fit_temperature(proba, given))
+        proba = softmax(np.log(np.clip(proba, 1e-12, 1.0)), temperature)
     learning = confident_learning(proba, given, confident_fraction=confident_fraction)
     score, suggested, p_given, p_suggested = _scores(proba, given, margin_weight)
     order = _order(score, p_given)
@@ -423,7 +434,7 @@ def audit(
     return AuditResult(
         ids=tuple(ids), given=given, classes=classes, proba=proba, score=score, suggested=suggested,
         flagged=flagged, learning=learning, suspects=suspects, engines=tuple(engines), folds=folds, seed=seed,
-        params={"confident_fraction": confident_fraction, "margin_weight": margin_weight,
+        params={"confident_fraction": confident_fraction, "margin_weight": margin_weight, "temperature": temperature,
                 "engine_params": {k: dict(v) for k, v in (engine_params or {}).items()}},
         skipped=skipped,
     )
