@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 from scipy import sparse
-from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.feature_extraction.text import CountVectorizer, TfidfTransformer, TfidfVectorizer
 from sklearn.svm import LinearSVC
 
 from ..errors import EngineError
@@ -28,40 +28,58 @@ _FIELD_PREFIX = re.compile(r"^[A-Za-z_][\w.-]*=\S.*?(?= \| |$)")
 _AMOUNT = re.compile(r"^-?\d[\d,]*\.\d+$")
 
 
-def _vectorizers(min_df: int, vocabularies: tuple[Any, Any] = (None, None)) -> tuple[TfidfVectorizer, TfidfVectorizer]:
+def _vectorizers() -> tuple[TfidfVectorizer, TfidfVectorizer]:
+    """The word 1-2 gram and char_wb 2-5 gram vectorizers, unfitted (their vocabulary is set by `_fit_features` or on load)."""
     common = {"sublinear_tf": True, "lowercase": True, "dtype": np.float32}
-    word = TfidfVectorizer(analyzer="word", ngram_range=(1, 2), min_df=min_df if vocabularies[0] is None else 1,
-                           vocabulary=vocabularies[0], **common)
-    char = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), min_df=min_df if vocabularies[1] is None else 1,
-                           vocabulary=vocabularies[1], **common)
-    return word, char
+    return (TfidfVectorizer(analyzer="word", ngram_range=(1, 2), **common),
+            TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), **common))
 
 
-def _shared_vocabularies(texts: list[str], min_records: int, min_df: int) -> tuple[Any, Any]:
-    """The word and char n-grams found in at least `min_records` distinct texts (None: keep every n-gram).
+def _fit_features(texts: list[str], min_df: int, min_records: int) -> list[tuple[TfidfVectorizer, sparse.csr_matrix]]:
+    """The word and char vectorizers fitted on `texts`, each with its training matrix, in one pass over the text.
 
-    Counted over distinct texts, so one record imported twice does not make a
-    patient's name or member id common. The saved vocabulary then holds no
-    n-gram unique to one record.
+    An n-gram is kept when it occurs in at least `min_records` distinct texts
+    (and `min_df` texts): counted over distinct texts, so one record imported
+    twice does not make a patient's name or member id common, and the saved
+    vocabulary holds no n-gram unique to one record. The idf is then computed
+    over every training text. Each text is analysed once (counting every
+    n-gram, then dropping the rare columns); the result is bit-identical to
+    fitting a vectorizer on the distinct texts for the vocabulary and then
+    again with that vocabulary, at half the cost.
     """
-    if min_records <= 1:
-        return None, None
-    distinct = list(dict.fromkeys(texts))
-    if len(distinct) < min_records:
-        raise EngineError(
-            f"fit: min_records={min_records} but the training set has {len(distinct)} distinct texts; "
-            "lower min_records or add records"
-        )
-    out = []
-    for vec in _vectorizers(max(min_df, min_records)):
-        try:
-            vec.fit(distinct)
-        except ValueError:  # sklearn: no n-gram is common enough
+    first = None
+    if min_records > 1:
+        index: dict[str, int] = {}
+        for i, t in enumerate(texts):
+            index.setdefault(t, i)
+        if len(index) < min_records:
             raise EngineError(
-                f"fit: no word is used in {min_records} or more distinct training texts; lower min_records"
-            ) from None
-        out.append(sorted(vec.vocabulary_))
-    return out[0], out[1]
+                f"fit: min_records={min_records} but the training set has {len(index)} distinct texts; "
+                "lower min_records or add records"
+            )
+        first = np.fromiter(index.values(), dtype=np.int64, count=len(index))
+    floor = max(min_df, min_records)
+    out = []
+    for vec in _vectorizers():
+        p = vec.get_params()
+        counter = CountVectorizer(**{k: p[k] for k in ("analyzer", "ngram_range", "lowercase", "dtype")})
+        try:
+            counts = counter.fit_transform(texts)
+        except ValueError as exc:  # sklearn: "empty vocabulary" (texts of single characters or nothing)
+            raise EngineError(f"fit: the training texts yield no word features ({exc}); check the text column") from None
+        rows = counts if first is None else counts[first]
+        keep = np.flatnonzero(np.bincount(rows.indices, minlength=counts.shape[1]) >= floor)
+        if not len(keep):
+            raise EngineError(f"fit: no word is used in {floor} or more distinct training texts; lower min_records")
+        counts = counts[:, keep].tocsr()
+        weighting = TfidfTransformer(norm=p["norm"], use_idf=True, smooth_idf=p["smooth_idf"],
+                                     sublinear_tf=p["sublinear_tf"]).fit(counts)
+        terms = counter.get_feature_names_out()[keep]
+        vec.set_params(vocabulary={t: i for i, t in enumerate(terms)})
+        vec.fit(["a"])  # the fixed-vocabulary state, as on load; the idf counted above replaces the fitted one
+        vec.idf_ = weighting.idf_
+        out.append((vec, weighting.transform(counts)))
+    return out
 
 
 def split_fields(text: str) -> tuple[dict[str, str] | None, str]:
@@ -190,11 +208,8 @@ class TfidfEngine(Engine):
             raise EngineError(f"tfidf: fields={self.fields!r} is invalid; expected 'auto', True or False")
         self.field_vocabulary_ = self._field_vocabulary(texts) if self.fields else None
         free = self._free_texts(texts)
-        word, char = _vectorizers(self.min_df, _shared_vocabularies(free, self.min_records, self.min_df))
-        try:
-            parts = [word.fit_transform(free), char.fit_transform(free)]
-        except ValueError as exc:  # sklearn: "empty vocabulary" (texts of single characters or nothing)
-            raise EngineError(f"fit: the training texts yield no word features ({exc}); check the text column") from None
+        (word, xw), (char, xc) = _fit_features(free, self.min_df, self.min_records)
+        parts = [xw, xc]
         if self.field_vocabulary_:
             parts.append(_field_matrix(texts, self.field_vocabulary_) * np.float32(self.field_weight))
         x = sparse.hstack(parts).tocsr()
@@ -316,7 +331,7 @@ class TfidfEngine(Engine):
             weights = np.load(directory / _WEIGHTS, allow_pickle=False)
         except FileNotFoundError as exc:
             raise EngineError(f"'{directory}' is missing {Path(exc.filename).name}; save the model again") from None
-        word, char = _vectorizers(self.min_df)
+        word, char = _vectorizers()
         for vec, key in ((word, "word"), (char, "char")):
             vec.set_params(vocabulary={t: i for i, t in enumerate(vocab[key])})
             vec.fit(["a"])  # sets up the fixed-vocabulary state; the stored idf replaces the fitted one
