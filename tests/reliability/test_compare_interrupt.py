@@ -24,7 +24,7 @@ def test_compare_interrupted_exits_130_and_the_rerun_resumes_from_the_stored_cel
     pid = _fork_cli(args, log)
     deadline = time.monotonic() + 300
     # Interrupt once the learning curve is over (its cells are stored) and the backtest has begun.
-    while "backtest" not in log.read_text(errors="replace") and time.monotonic() < deadline:
+    while not (log.exists() and "backtest" in log.read_text(errors="replace")) and time.monotonic() < deadline:
         time.sleep(0.05)
     os.kill(pid, signal.SIGINT)
     code = _wait(pid)
