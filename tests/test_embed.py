@@ -51,16 +51,18 @@ def test_torch_fp32_matches_onnx_and_bf16_is_close_but_cached_apart():
     assert bf16.model_id.endswith("@bf16") and bf16.model_id != torch32.model_id
 
 
-def test_default_minilm_is_bf16_only_on_amx_and_the_environment_overrides(monkeypatch):
+def test_default_minilm_is_fp32_and_bf16_only_when_asked(monkeypatch):
     from taxonomist import embed
 
     monkeypatch.delenv("TAXONOMIST_EMBED_PRECISION", raising=False)
-    monkeypatch.setattr(embed, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))  # no AMX
-    assert type(embed.fastest_minilm()) is embed.OnnxEmbedder
     monkeypatch.setattr(embed, "cpu_flags", lambda: frozenset({"avx512f", "amx_tile", "amx_bf16"}))
+    assert type(embed.fastest_minilm()) is embed.OnnxEmbedder  # reproducible vectors by default, even with AMX
+    monkeypatch.setenv("TAXONOMIST_EMBED_PRECISION", "bf16")
     chosen = embed.fastest_minilm()
     assert isinstance(chosen, embed.TorchEmbedder) and chosen.precision == "bf16"
-    monkeypatch.setenv("TAXONOMIST_EMBED_PRECISION", "fp32")
+    monkeypatch.setenv("TAXONOMIST_EMBED_PRECISION", "auto")  # bf16 where the CPU has AMX bf16, else fp32
+    assert isinstance(embed.fastest_minilm(), embed.TorchEmbedder)
+    monkeypatch.setattr(embed, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))  # no AMX
     assert type(embed.fastest_minilm()) is embed.OnnxEmbedder
     monkeypatch.setenv("TAXONOMIST_EMBED_PRECISION", "fp16")
     with pytest.raises(EngineError, match="TAXONOMIST_EMBED_PRECISION='fp16'"):

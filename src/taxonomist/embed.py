@@ -4,8 +4,9 @@ An embedder is a small class with one method, `encode(texts) -> np.ndarray`
 (float32 rows, L2-normalised) and a `model_id` (httpx's one-method transport
 shape). Two back-ends compute the same all-MiniLM-L6-v2 vectors (to ~1e-7):
 
-* "minilm" (the default) picks the fastest of the two below that this CPU
-  runs well (`fastest_minilm`): bf16 where the CPU has AMX bf16 tiles, else ONNX fp32.
+* "minilm" (the default, `fastest_minilm`): ONNX fp32, whose vectors do not
+  depend on the batch a text is embedded in; bf16 (3.3x faster on a CPU with
+  AMX bf16 tiles) only when `TAXONOMIST_EMBED_PRECISION=bf16` asks for it.
 * `OnnxEmbedder` ("minilm-onnx"): the encoder exported once to ONNX
   fp32 (cached on disk), run by onnxruntime over length-bucketed batches. It
   measured 2.5 times as fast as sentence-transformers on a 2-core CPU (about
@@ -452,25 +453,27 @@ def cpu_flags() -> frozenset[str]:
 
 
 def fastest_minilm(*, cache: EmbeddingCache | None = None) -> Embedder:
-    """The default MiniLM embedder for this CPU: bf16 torch where it has AMX bf16 tiles, else ONNX fp32.
+    """The default MiniLM embedder: ONNX fp32, or bf16 torch when $TAXONOMIST_EMBED_PRECISION=bf16 asks for it.
 
-    The rule is measured, not assumed (`benchmarks/embed_speed.py`): with AMX,
-    bf16 ran 3.3-4.9x ONNX fp32 at no accuracy cost (BANKING77 `head` 93.21% in
-    both), while the int8 ONNX copy ran *slower* than fp32 even with
-    VNNI and AMX int8. CPUs with avx512_bf16 but no AMX were not measured, so
-    they keep fp32. $TAXONOMIST_EMBED_PRECISION=fp32|bf16 overrides the choice.
+    Measured (`benchmarks/embed_speed.py`): on a CPU with AMX, bf16 ran 3.3-4.9x
+    ONNX fp32 at no accuracy cost (BANKING77 `head` 93.21% in both). It is not
+    chosen automatically because its vectors depend on the batch a text is
+    embedded in and on the thread count (up to ~1e-3, which moved probabilities
+    by up to 4e-3 in the engine contract's save/load check): the same record
+    classified alone (the API) and in a batch (`classify`) could get different
+    confidences, and a decision could flip at its threshold. fp32 vectors agree
+    to ~1e-7. Ask for bf16 where throughput matters more than bit-for-bit
+    reproducible decisions (large backfills, compare), on a CPU with AMX bf16.
+    The int8 ONNX copy ran *slower* than fp32 even with VNNI and AMX int8.
     """
-    choice = os.environ.get("TAXONOMIST_EMBED_PRECISION", "auto").strip().lower() or "auto"
-    if choice not in ("auto", "fp32", "bf16"):
-        raise EngineError(f"TAXONOMIST_EMBED_PRECISION={choice!r} is not one of auto, fp32, bf16; fix or unset it")
-    explicit = choice != "auto"
-    if not explicit:
-        choice = "bf16" if "amx_bf16" in cpu_flags() else "fp32"
-    if choice == "bf16":
+    choice = os.environ.get("TAXONOMIST_EMBED_PRECISION", "fp32").strip().lower() or "fp32"
+    if choice not in ("fp32", "bf16", "auto"):
+        raise EngineError(f"TAXONOMIST_EMBED_PRECISION={choice!r} is not one of fp32, bf16, auto; fix or unset it")
+    if choice == "bf16" or (choice == "auto" and "amx_bf16" in cpu_flags()):
         try:
             return TorchEmbedder(precision="bf16", cache=cache)
         except MissingExtraError:
-            if explicit:
+            if choice == "bf16":
                 raise  # asked for by name: say what to install
     return OnnxEmbedder(cache=cache)
 
