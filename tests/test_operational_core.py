@@ -317,3 +317,26 @@ def test_ambiguous_crosswalk_codes_land_in_the_review_queue(capsys, tmp_path):
         assert store.current_labels() == {"n1": "A1", "n2": "C1", "n3": "A1"}
     code, out, _ = cli(capsys, "records", "review", "--db", db, "--json")
     assert {json.loads(line)["reason"] for line in out.splitlines()} == {"ambiguous_crosswalk"}
+
+
+def test_an_interrupt_is_not_masked_by_a_store_still_locked(model, tmp_path, monkeypatch):
+    """Ctrl-C inside a batch's commit can leave the write lock held while the interrupt unwinds: marking the run
+    interrupted then meets a locked store. The user must see the interrupt (exit 130, how to resume), not a lock error."""
+    import sqlite3
+
+    from taxonomist import service
+    from taxonomist import store as store_module
+
+    monkeypatch.setattr(store_module, "_BUSY_TIMEOUT_S", 1)  # connections opened from here wait 1 s, not 30
+    db = tmp_path / "d.db"
+    with Store.open(db) as store:
+        holder = sqlite3.connect(db, isolation_level=None)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                with service.ClassifyRun(model, store=store):
+                    holder.execute("BEGIN IMMEDIATE")  # the write lock stays held, as by the interrupted commit
+                    raise KeyboardInterrupt
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert [r["status"] for r in store.runs("classify")] == ["running"]  # left as it was: the rerun resumes

@@ -428,10 +428,20 @@ class ClassifyRun:
         return self
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
-        if self.store is not None and self.result.run_id is not None:
-            r = self.result
-            self.store.finish_run(r.run_id, "interrupted" if exc_type is not None else "ok",
-                                  {"records": r.records, "answered": r.answered, "reasons": dict(r.reasons)})
+        if self.store is None or self.result.run_id is None:
+            return
+        r = self.result
+        summary = {"records": r.records, "answered": r.answered, "reasons": dict(r.reasons)}
+        if exc_type is None:
+            self.store.finish_run(r.run_id, "ok", summary)
+            return
+        try:
+            self.store.finish_run(r.run_id, "interrupted", summary)
+        except StoreError:
+            # A Ctrl-C inside a batch's commit can leave that transaction's lock held until the interrupt has
+            # unwound; marking the run then fails on the lock. The run stays 'running' in the log, and the
+            # interrupt (exit 130, how to resume) is what the user must see, not "the store is locked".
+            pass
 
     def log(self, ids: Sequence[str], preds: Sequence[Prediction]) -> None:
         store, result = self.store, self.result
