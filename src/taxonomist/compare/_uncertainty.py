@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ..engines.calibration import wilson_interval
+from ..engines.calibration import choose_threshold, wilson_interval
 
 __all__ = ["MIN_N", "REPS", "proportion", "paired_difference", "per_record", "decay_per_month", "review_half", "review_share"]
 
@@ -59,8 +59,6 @@ def review_share(ids: Sequence[str], confidence: np.ndarray, correct: np.ndarray
     routed by the threshold chosen on the other half. `thresholds[h]` is the one chosen ON half h (None: no
     threshold reaches the target there, so the other half goes to people entirely).
     """
-    from ..engines.calibration import choose_threshold
-
     conf = np.asarray(confidence, dtype=float)
     ok = np.asarray(correct, dtype=bool)
     half = np.array([review_half(i) for i in ids], dtype=int)

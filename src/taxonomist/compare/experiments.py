@@ -460,18 +460,12 @@ class Comparison:
                     plan.append((spec, seed, k))
         # Progress counts records fitted and scored, not cells: the cells with all examples take far longer than
         # k = 1, and an ETA by cells promised "30 s left" for ten minutes on 80,000 records.
-        n_test = len(self.test)
-
-        def work(spec: EngineSpec, seed: int, k: Any) -> int:
-            n = len(self._sample_k(k, seed))
-            return min(n, spec.max_train or n) + n_test
-
-        weights = [work(*cell) for cell in plan]
+        samples = [self._sample_k(k, seed) for _spec, seed, k in plan]
+        weights = [min(len(idx), spec.max_train or len(idx)) + len(self.test) for (spec, _s, _k), idx in zip(plan, samples)]
         advance = self.progress("learning curve (records fitted and scored)", sum(weights))
         rows = []
         with self._timed("learning_curve"):
-            for (spec, seed, k), weight in zip(plan, weights):
-                idx = self._sample_k(k, seed)
+            for (spec, seed, k), idx, weight in zip(plan, samples, weights):
                 capped = False
                 if k != ALL and len(idx) == len(self.pool):
                     # k is at least the largest category: the same training set as "all".

@@ -35,6 +35,14 @@ def _vectorizers() -> tuple[TfidfVectorizer, TfidfVectorizer]:
             TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), **common))
 
 
+def _with_vocabulary(vec: TfidfVectorizer, terms: Any, idf: np.ndarray) -> TfidfVectorizer:
+    """`vec` ready to transform with the vocabulary `terms` (in column order) and the given idf (fit and load)."""
+    vec.set_params(vocabulary={t: i for i, t in enumerate(terms)})
+    vec.fit(["a"])  # sets up the fixed-vocabulary state; the idf given replaces the fitted one
+    vec.idf_ = idf
+    return vec
+
+
 def _fit_features(texts: list[str], min_df: int, min_records: int) -> list[tuple[TfidfVectorizer, sparse.csr_matrix]]:
     """The word and char vectorizers fitted on `texts`, each with its training matrix, in one pass over the text.
 
@@ -74,11 +82,7 @@ def _fit_features(texts: list[str], min_df: int, min_records: int) -> list[tuple
         counts = counts[:, keep].tocsr()
         weighting = TfidfTransformer(norm=p["norm"], use_idf=True, smooth_idf=p["smooth_idf"],
                                      sublinear_tf=p["sublinear_tf"]).fit(counts)
-        terms = counter.get_feature_names_out()[keep]
-        vec.set_params(vocabulary={t: i for i, t in enumerate(terms)})
-        vec.fit(["a"])  # the fixed-vocabulary state, as on load; the idf counted above replaces the fitted one
-        vec.idf_ = weighting.idf_
-        out.append((vec, weighting.transform(counts)))
+        out.append((_with_vocabulary(vec, counter.get_feature_names_out()[keep], weighting.idf_), weighting.transform(counts)))
     return out
 
 
@@ -333,9 +337,7 @@ class TfidfEngine(Engine):
             raise EngineError(f"'{directory}' is missing {Path(exc.filename).name}; save the model again") from None
         word, char = _vectorizers()
         for vec, key in ((word, "word"), (char, "char")):
-            vec.set_params(vocabulary={t: i for i, t in enumerate(vocab[key])})
-            vec.fit(["a"])  # sets up the fixed-vocabulary state; the stored idf replaces the fitted one
-            vec.idf_ = weights[f"{key}_idf"]
+            _with_vocabulary(vec, vocab[key], weights[f"{key}_idf"])
         self.word_vectorizer_, self.char_vectorizer_ = word, char
         self.field_vocabulary_ = {t: i for i, t in enumerate(vocab["fields"])} if vocab.get("fields") else None
         self.coef_ = weights["coef"]
