@@ -217,7 +217,10 @@ class TfidfEngine(Engine):
         if self.field_vocabulary_:
             parts.append(_field_matrix(texts, self.field_vocabulary_) * np.float32(self.field_weight))
         x = sparse.hstack(parts).tocsr()
-        svm = LinearSVC(C=self.C, random_state=0)
+        # dual=True: sklearn's default ('auto') switches to the primal Newton solver once there are more
+        # records than features (about 50,000 denials), which took 8x as long on the same problem
+        # (benchmarks/tfidf_solver.py); the dual solver is liblinear's choice for sparse text.
+        svm = LinearSVC(C=self.C, dual=True, random_state=0)
         svm.fit(x, labels)
         coef, intercept = svm.coef_, svm.intercept_
         if coef.shape[0] == 1:  # binary: sklearn keeps one row for the positive class
