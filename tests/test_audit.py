@@ -174,11 +174,30 @@ def test_confident_learning_on_a_known_matrix():
     proba = np.array([[0.9, 0.05, 0.05], [0.8, 0.1, 0.1], [0.7, 0.2, 0.1], [0.05, 0.9, 0.05],
                       [0.1, 0.8, 0.1], [0.1, 0.7, 0.2], [0.1, 0.1, 0.8], [0.2, 0.1, 0.7]])
     given = np.array([0, 0, 0, 0, 1, 1, 2, 2])
-    cl = confident_learning(proba, given, confident_fraction=1.0)
+    cl = confident_learning(proba, given, confident_fraction=1.0, extrapolate=False)
     assert np.allclose(cl.thresholds, [(0.9 + 0.8 + 0.7 + 0.05) / 4, 0.75, 0.75])
     assert cl.confident_joint[0, 1] == 1 and cl.confident_joint[0, 0] == 3
     # Of the 3 records predicted 1, one is labelled 0: about 1 record labelled 0 is truly 1.
     assert cl.noise_matrix[0, 1] == pytest.approx(1.0) and cl.estimated_wrong == pytest.approx(1.0)
+
+
+def test_noise_estimate_extrapolates_to_the_surest_records():
+    """Disagreement that grows down the confidence ranking (ambiguous texts) is extrapolated away: 2 d(f/2) - d(f)."""
+    # f = 1/2. 16 records predicted 0, surest first: among the surest 4 one is labelled 1 (d = 1/4), among the
+    # surest 8 three are (d = 3/8): extrapolated 2/4 - 3/8 = 1/8 of 16 = 2 records labelled 1 that truly are 0
+    # (6 from d(f) alone).
+    p0 = np.linspace(0.99, 0.6, 16)
+    labelled_one = {2, 5, 7, 12}
+    # 4 records predicted 1: the surest one labelled 0 (d = 1), the surest two [0, 1] (d = 1/2): 2 - 1/2 = 1.5 is
+    # more than d(f) itself, so it is clipped to d(f) = 1 (4 records).
+    p1 = np.array([0.95, 0.9, 0.85, 0.8])
+    proba = np.vstack([np.column_stack([p0, 1 - p0]), np.column_stack([1 - p1, p1])])
+    given = np.array([1 if r in labelled_one else 0 for r in range(16)] + [0, 1, 1, 1])
+    new = confident_learning(proba, given, confident_fraction=0.5)
+    assert new.noise_matrix[1, 0] == pytest.approx(2.0) and new.noise_matrix[0, 1] == pytest.approx(4.0)
+    old = confident_learning(proba, given, confident_fraction=0.5, extrapolate=False)
+    assert old.noise_matrix[1, 0] == pytest.approx(6.0) and old.noise_matrix[0, 1] == pytest.approx(2.0)
+    assert np.all(np.diag(new.noise_matrix) == 0)
 
 
 def test_several_engines_are_averaged(denials):
