@@ -193,11 +193,12 @@ def test_noise_estimate_extrapolates_to_the_surest_records():
     p1 = np.array([0.95, 0.9, 0.85, 0.8])
     proba = np.vstack([np.column_stack([p0, 1 - p0]), np.column_stack([1 - p1, p1])])
     given = np.array([1 if r in labelled_one else 0 for r in range(16)] + [0, 1, 1, 1])
-    new = confident_learning(proba, given, confident_fraction=0.5)
-    assert new.noise_matrix[1, 0] == pytest.approx(2.0) and new.noise_matrix[0, 1] == pytest.approx(4.0)
     old = confident_learning(proba, given, confident_fraction=0.5, extrapolate=False)
     assert old.noise_matrix[1, 0] == pytest.approx(6.0) and old.noise_matrix[0, 1] == pytest.approx(2.0)
-    assert np.all(np.diag(new.noise_matrix) == 0)
+    # The count is 2 + 4 = 6 (8 without); the matrix keeps d(f)'s proportions, scaled to that count.
+    new = confident_learning(proba, given, confident_fraction=0.5)
+    assert new.estimated_wrong == pytest.approx(6.0)
+    assert np.allclose(new.noise_matrix, old.noise_matrix * 6 / 8)
 
 
 def test_several_engines_are_averaged(denials):
