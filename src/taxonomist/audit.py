@@ -26,7 +26,7 @@ How it works (`audit`):
    is noisier (`extrapolate=False`: d(f) as it is). Issue 14, generated
    denials, same probabilities and ranking, estimated / true wrong labels:
    seed 7, 80,000: 2,461 / 2,441 (d(f) alone 2,701); seed 11, 80,000: 2,410 /
-   2,469 (2,801); seed 7, 20,000: 581 / 593 (668); seed 11, 20,000: 687 / 619
+   2,469 (2,801); seed 7, 20,000: 581 / 593 (668); seed 11, 20,000: 686 / 619
    (761). Closer on all four, and so is the estimate per category (sum of
    |estimated - true| over categories 217-435 vs 232-538 for d(f) alone; the
    extrapolated pairs themselves gave 308-860). Extrapolating from f and 2f
