@@ -135,6 +135,23 @@ def cleaning_effect(result, texts, noise, *, seed: int, max_train: int = 0, jobs
     return out
 
 
+def _code_version(engine: str) -> str:
+    """What the cached probabilities depend on besides the data: the engine's source, the cross-fitting's, and
+    scikit-learn's version (a cache written before tfidf's solver changed must not be reused). The audit's own
+    estimates are not in it: rescoring cached probabilities with a changed estimator is what the cache is for."""
+    import hashlib
+    import inspect
+
+    import sklearn
+
+    from taxonomist.engines import calibration
+    from taxonomist.engines.base import ENGINES, _ensure_registered
+
+    _ensure_registered()
+    sources = [inspect.getsource(sys.modules[ENGINES[engine].__module__]), inspect.getsource(calibration)]
+    return hashlib.sha256("\n".join([sklearn.__version__, *sources]).encode()).hexdigest()[:12]
+
+
 def cached_oof(args, ids, texts, labels, engines, engine_params, say):
     """The audit's out-of-fold (classes, proba), each engine's read from or written to `args.oof_cache`."""
     import hashlib
@@ -153,7 +170,8 @@ def cached_oof(args, ids, texts, labels, engines, engine_params, say):
     total = None
     for name in engines:
         params = engine_params.get(name, {})
-        key = hashlib.sha256(json.dumps([name, params, args.folds, args.audit_seed, digest], sort_keys=True).encode()).hexdigest()[:16]
+        key = hashlib.sha256(json.dumps([name, params, args.folds, args.audit_seed, digest, _code_version(name)],
+                                        sort_keys=True).encode()).hexdigest()[:16]
         path = args.oof_cache / f"oof_seed{args.seed}_{args.records}_{name}_{key}.npz"
         if path.exists():
             with np.load(path, allow_pickle=True) as z:
