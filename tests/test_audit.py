@@ -188,8 +188,8 @@ def test_noise_estimate_extrapolates_to_the_surest_records():
     # (6 from d(f) alone).
     p0 = np.linspace(0.99, 0.6, 16)
     labelled_one = {2, 5, 7, 12}
-    # 4 records predicted 1: the surest one labelled 0 (d = 1), the surest two [0, 1] (d = 1/2): 2 - 1/2 = 1.5 is
-    # more than d(f) itself, so it is clipped to d(f) = 1 (4 records).
+    # 4 records predicted 1: the surest one labelled 0 (d(f/2) = 1), the surest two [0, 1] (d(f) = 1/2): 2 - 1/2 =
+    # 1.5 is more than d(f/2), so it is clipped to d(f/2) = 1 (4 records).
     p1 = np.array([0.95, 0.9, 0.85, 0.8])
     proba = np.vstack([np.column_stack([p0, 1 - p0]), np.column_stack([1 - p1, p1])])
     given = np.array([1 if r in labelled_one else 0 for r in range(16)] + [0, 1, 1, 1])
