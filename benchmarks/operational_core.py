@@ -32,19 +32,19 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from taxonomist import service  # noqa: E402
+from taxonomist.engines.calibration import wilson_interval  # noqa: E402
 from taxonomist.store import Store  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine  # noqa: E402
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+def wilson(k: int, n: int) -> tuple[float, float]:
+    """The 95% Wilson interval of k/n (the project's `wilson_interval`); (0, 0) when nothing was answered."""
     if n == 0:
         return (0.0, 0.0)
-    p = k / n
-    centre = p + z * z / (2 * n)
-    spread = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5)
-    return ((centre - spread) / (1 + z * z / n), (centre + spread) / (1 + z * z / n))
+    lo, hi = wilson_interval(k, n)
+    return float(lo), float(hi)
 
 
 def main() -> None:

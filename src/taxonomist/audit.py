@@ -307,21 +307,22 @@ def confident_learning(
         if len(members) == 0:
             continue
         ranked = members[np.argsort(-top[members], kind="stable")]
-
-        def flip_rates(fraction: float) -> np.ndarray:
-            surest = ranked[: max(1, int(np.ceil(fraction * len(ranked))))]
-            rates = np.bincount(given[surest], minlength=k) / len(surest)
-            rates[j] = 0.0
-            return rates
-
-        flips = flip_rates(confident_fraction)
+        flips = _flip_rates(ranked, given, j, k, confident_fraction)
         noise[:, j] = flips * len(members)  # noise[given i, true j]
         if extrapolate:
-            half = flip_rates(confident_fraction / 2)
+            half = _flip_rates(ranked, given, j, k, confident_fraction / 2)
             extrapolated += float(np.clip(2 * half - flips, 0.0, half).sum()) * len(members)
     if extrapolate and noise.sum() > 0:
         noise *= extrapolated / noise.sum()
     return ConfidentLearning(thresholds=thresholds, confident_joint=joint, noise_matrix=noise)
+
+
+def _flip_rates(ranked: np.ndarray, given: np.ndarray, j: int, k: int, fraction: float) -> np.ndarray:
+    """Share of each given label among the surest `fraction` of `ranked` (records predicted j, surest first); j's own is 0."""
+    surest = ranked[: max(1, int(np.ceil(fraction * len(ranked))))]
+    rates = np.bincount(given[surest], minlength=k) / len(surest)
+    rates[j] = 0.0
+    return rates
 
 
 def _scores(proba: np.ndarray, given: np.ndarray, margin_weight: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -30,6 +30,7 @@ __all__ = [
     "choose_mix",
     "knn_vote",
     "recall_at_k",
+    "rows_per_chunk",
 ]
 
 N_FEATURES = 1 << 20
@@ -44,6 +45,12 @@ CHUNK_CELLS = 1 << 24
 SMOOTHING = 1.0
 #: n-grams whose weight is below this share of 1 are dropped from the index (speed; they barely count).
 MIN_WEIGHT = 1e-3
+
+
+def rows_per_chunk(n_points: int, cap: int | None = None) -> int:
+    """How many query rows to score against `n_points` points at once: `CHUNK_CELLS` cells, at least 1, at most `cap`."""
+    step = max(1, CHUNK_CELLS // max(1, n_points))
+    return step if cap is None else min(cap, step)
 
 
 def _vectorizers():
@@ -166,7 +173,7 @@ class LexicalIndex:
             word, char = _weighted(self.word[rows], self.weights[0]), _weighted(self.char[rows], self.weights[1])
         out = np.empty((word.shape[0], len(self)), dtype=np.float32)
         # The sparse products are nearly dense (char n-grams are shared widely): a few rows at a time.
-        step = max(1, CHUNK_CELLS // max(1, len(self)))
+        step = rows_per_chunk(len(self))
         for i in range(0, word.shape[0], step):
             block = (word[i : i + step] @ self._points[0]).toarray()
             block += (char[i : i + step] @ self._points[1]).toarray()
@@ -241,7 +248,7 @@ def choose_mix(
     mixes, temperatures = list(mixes), list(temperatures)
     correct = np.zeros((len(mixes), len(temperatures)))
     loss = np.zeros((len(mixes), len(temperatures)))
-    step = max(1, CHUNK_CELLS // max(1, len(point_class)))
+    step = rows_per_chunk(len(point_class))
     for start in range(0, len(queries), step):
         chunk = queries[start : start + step]
         dense, lexical = similarities(chunk)

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import EngineError, TaxonomyError
 from ..prediction import Evidence
-from ..retrieval import CHUNK_CELLS, LexicalIndex, choose_mix, cv_queries, knn_vote
+from ..retrieval import LexicalIndex, choose_mix, cv_queries, knn_vote, rows_per_chunk
 from ..taxonomy import Taxonomy, load_taxonomy
 from .base import Engine, Manifest, _as_texts, register_engine
 
@@ -316,7 +316,7 @@ class KnnEngine(EmbeddingEngine):
 
     def _step(self) -> int:
         """Texts scored at once: up to 1,024, fewer on a large index (the similarity matrix is dense)."""
-        return max(1, min(1024, CHUNK_CELLS // max(1, len(self.texts_))))
+        return rows_per_chunk(len(self.texts_), cap=1024)
 
     def _predict_proba(self, texts: list[str]) -> np.ndarray:
         out = []
