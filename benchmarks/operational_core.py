@@ -47,6 +47,33 @@ def wilson(k: int, n: int) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+def generated_store(work: Path, seed: int, records: int):
+    """Generate denials into `work/data`, import them into a fresh store `work/d.db`; (taxonomy, end of month 12)."""
+    from taxonomist.demo_data import generate
+    from taxonomist.records import read_records
+    from taxonomist.taxonomy import load_taxonomy
+
+    generate(work / "data", seed=seed, records=records)
+    tax = load_taxonomy(work / "data" / "taxonomy.yaml")
+    recs = read_records(work / "data" / "denials.parquet", taxonomy=tax).records
+    with Store.open(work / "d.db") as store:
+        store.save_taxonomy(tax)
+        store.add_records(recs, who="benchmark", taxonomy_version=tax.version_id)
+    first = min(r.date for r in recs if r.date)
+    year_end = dt.date(first.year, 12, 31) if first.month == 1 else first.replace(year=first.year + 1) - dt.timedelta(days=1)
+    return tax, year_end
+
+
+def random_split(history: list, seed: int, r: int) -> tuple[list, list]:
+    """Random split `r` of the history: 80% to train, 20% to test (split 0, seeded by `seed` alone, is the one
+    reported since session 1)."""
+    rng = random.Random(seed if r == 0 else f"{seed}-{r}")
+    shuffled = history[:]
+    rng.shuffle(shuffled)
+    cut = int(len(shuffled) * 0.8)
+    return shuffled[:cut], shuffled[cut:]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=7)
@@ -60,21 +87,10 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
 
-    from taxonomist.demo_data import generate
-    from taxonomist.taxonomy import load_taxonomy
-
     work = Path(tempfile.mkdtemp(prefix="opcore-"))
     t0 = time.perf_counter()
-    generate(work / "data", seed=args.seed, records=args.records)
-    tax = load_taxonomy(work / "data" / "taxonomy.yaml")
-    from taxonomist.records import read_records
-
-    recs = read_records(work / "data" / "denials.parquet", taxonomy=tax).records
+    tax, year_end = generated_store(work, args.seed, args.records)
     with Store.open(work / "d.db") as store:
-        store.save_taxonomy(tax)
-        store.add_records(recs, who="benchmark", taxonomy_version=tax.version_id)
-        first = min(r.date for r in recs if r.date)
-        year_end = dt.date(first.year, 12, 31) if first.month == 1 else first.replace(year=first.year + 1) - dt.timedelta(days=1)
         later_start = year_end + dt.timedelta(days=1)
         later_end = (later_start.replace(month=later_start.month + 6) if later_start.month <= 6 else
                      later_start.replace(year=later_start.year + 1, month=later_start.month - 6)) - dt.timedelta(days=1)
@@ -90,15 +106,11 @@ def main() -> None:
 
         randoms = []
         for r in range(max(1, args.splits)):
-            # Split 0 is the one reported since session 1 (seeded by --seed alone).
-            rng = random.Random(args.seed if r == 0 else f"{args.seed}-{r}")
-            shuffled = history[:]
-            rng.shuffle(shuffled)
-            cut = int(len(shuffled) * 0.8)
-            rand_trained = service.train(args.engine, shuffled[:cut], out=work / f"m_random{r}", taxonomy=tax,
+            train_part, test_part = random_split(history, args.seed, r)
+            rand_trained = service.train(args.engine, train_part, out=work / f"m_random{r}", taxonomy=tax,
                                          target_accuracy=args.target, **extra)
             rand_model = service.load_model(work / f"m_random{r}")
-            ev_random = service.evaluate(rand_model.engine, shuffled[cut:], taxonomy=tax)
+            ev_random = service.evaluate(rand_model.engine, test_part, taxonomy=tax)
             name = "random (80/20 of months 1-12)" + (f", split {r}" if r else "")
             randoms.append((name, rand_trained, ev_random))
 
