@@ -84,6 +84,57 @@ def test_answered_policy_with_a_wilson_bound_keeps_its_promise_on_new_data():
     assert 0.1 < answered.mean() < 0.9  # answers a real share, sends the rest to review
 
 
+def _flat_near_target(n=8000, flat=0.4, wrong=0.041):
+    """Held-out rows whose top `flat` share is 1 - `wrong` right all the way down (flat near a 95% target, as
+    generated denials are), with confident calibrated-looking confidences there, the rest 70% right."""
+    k = int(n * flat)
+    conf = np.r_[np.linspace(0.999, 0.99, k), np.linspace(0.9, 0.3, n - k)]
+    ok = np.arange(n) % 10 < 7
+    ok[:k] = True
+    ok[np.round(np.arange(0.5 / wrong, k, 1 / wrong)).astype(int)] = False
+    return conf, ok
+
+
+def test_answered_policy_answers_where_accuracy_is_flat_near_the_target():
+    """The search over every threshold pays for ~13 tests and finds none; one gate test, placed by the
+    confidences alone, passes, and what it answers is right >= 95% of the time."""
+    from scipy.stats import norm
+
+    from taxonomist.engines.calibration import wilson_lower
+
+    conf, ok = _flat_near_target()
+    kept = np.arange(1, len(ok) + 1)
+    z_search = norm.ppf(1 - 0.05 / np.ceil(np.log2(len(ok))))
+    assert not (wilson_lower(np.cumsum(ok), kept, z_search) >= 0.95).any()  # the search alone: nothing
+    t = choose_threshold(conf, ok, min_accuracy=0.95, confidence_level=0.95)
+    assert t is not None
+    answered = conf >= t
+    assert 0.25 < answered.mean() <= 0.4  # inside the flat 40%, most of it
+    assert ok[answered].mean() >= 0.95
+
+
+def test_answered_policy_refuses_when_accuracy_is_just_below_the_target():
+    """95% confidence: over draws whose records are all 94.5% right, it answers something at most ~5% of the
+    time. Testing every threshold at the uncorrected level instead answers in ~17% of them."""
+    answered_any = 0
+    for seed in range(200):
+        rng = np.random.default_rng(seed)
+        conf, ok = rng.random(7000), rng.random(7000) < 0.945
+        answered_any += choose_threshold(conf, ok, min_accuracy=0.95, confidence_level=0.95) is not None
+    assert answered_any <= 10
+
+
+def test_answered_policy_refuses_when_the_gate_fails_and_says_why():
+    from taxonomist.engines.calibration import _infeasible_note
+
+    conf, ok = _flat_near_target(n=2000, flat=0.5, wrong=0.048)  # 95.2% right in the top half: too few rows
+    assert choose_threshold(conf, ok, min_accuracy=0.95, confidence_level=0.95) is None
+    assert choose_threshold(conf, ok, min_accuracy=0.95) is not None  # the point estimate would answer
+    note = _infeasible_note(conf, ok, 0.95, 0.95)
+    assert "at most 50% of records can be answered at >= 95% (point estimate)" in note
+    assert "not >= 95% at 95% confidence, so none is answered" in note
+
+
 def test_threshold_with_a_confidence_level_leaves_a_margin_that_shrinks_with_more_data():
     rng = np.random.default_rng(0)
     for n, margin_range in ((1_000, (0.015, 0.04)), (100_000, (0.0015, 0.004))):  # 1.645 standard errors
