@@ -336,3 +336,68 @@ def test_progress_prints_a_line_during_a_long_step_when_not_on_a_terminal(monkey
     assert lines[0].endswith("embedding: 2 to do")
     assert any("0/2, first step running" in x for x in lines)  # the heartbeat, before any step finished
     assert lines[-1].endswith("embedding: 2/2, done")
+
+
+def _fit_threads(monkeypatch):
+    """The thread names tfidf fits ran on, recorded by wrapping the engine's own fit (nothing else changes)."""
+    import threading
+
+    from taxonomist.engines.tfidf import TfidfEngine
+
+    names: list[str] = []
+    fit = TfidfEngine._fit
+
+    def recording(self, texts, labels):
+        names.append(threading.current_thread().name)
+        return fit(self, texts, labels)
+
+    monkeypatch.setattr(TfidfEngine, "_fit", recording)
+    return names
+
+
+SMALL = Settings(seeds=1, ks=(5, "all"), backtest_per_month=30, new_category_ks=(1, 5), new_category_eval=40,
+                 general_eval=60, latency_items=5, throughput_items=20)
+
+
+def test_fits_run_side_by_side_and_the_figures_do_not_depend_on_jobs(tmp_path, monkeypatch):
+    data = load_dataset(write_dated(tmp_path / "r.csv", n=900, seed=8))
+    threads = _fit_threads(monkeypatch)
+    one = run_compare(data, None, [EngineSpec("tfidf")], out_dir=tmp_path / "one", settings=SMALL, jobs=1)
+    assert threads and all(not t.startswith("taxonomist-fit") for t in threads)
+    threads.clear()
+    two = run_compare(data, None, [EngineSpec("tfidf")], out_dir=tmp_path / "two", settings=SMALL, jobs=2)
+    # The backtest's monthly retrains were known in advance and fitted on the two worker threads.
+    assert sum(t.startswith("taxonomist-fit") for t in threads) >= len(two["backtest"]["months"]) - 1
+    assert {t for t in threads if t.startswith("taxonomist-fit")} == {"taxonomist-fit-0", "taxonomist-fit-1"}
+    assert two["machine"]["jobs"] == 2
+    assert len(two["runs"]) == len(one["runs"])
+    by_key = {h["key"]: h["value"] for h in one["headline"] if "runs" in h}
+    assert by_key
+    for h in two["headline"]:
+        if "runs" in h:
+            assert h["value"] == pytest.approx(by_key[h["key"]], abs=1e-12), h["key"]
+
+
+def test_a_finished_compare_rerun_with_workers_fits_only_what_it_must_time(tmp_path, monkeypatch):
+    data = load_dataset(write_dated(tmp_path / "r.csv", n=900, seed=8))
+    store = open_store(tmp_path / "out" / "compare.db")
+    try:
+        run_compare(data, None, [EngineSpec("tfidf")], out_dir=tmp_path / "out", settings=SMALL, store=store, jobs=2)
+        threads = _fit_threads(monkeypatch)
+        again = run_compare(data, None, [EngineSpec("tfidf")], out_dir=tmp_path / "out", settings=SMALL, store=store, jobs=2)
+    finally:
+        store.close()
+    assert again["resumed"] > 20
+    # Every evaluation came from the store, so no fit ran ahead on a worker. What runs is what is never stored:
+    # the latency timing's model and the history audit's five cross-fitting folds.
+    assert not any(t.startswith("taxonomist-fit") for t in threads)
+    assert len(threads) == 1 + again["audit"]["folds"]
+
+
+def test_a_fit_that_fails_on_a_worker_fails_the_compare_with_its_own_error(tmp_path):
+    from taxonomist.errors import EngineError
+
+    data = load_dataset(write_dated(tmp_path / "r.csv", n=900, seed=8))
+    with pytest.raises(EngineError, match="fields='sideways' is invalid"):
+        run_compare(data, None, [EngineSpec("tfidf", params={"fields": "sideways"})], out_dir=tmp_path / "out",
+                    settings=SMALL, jobs=2)

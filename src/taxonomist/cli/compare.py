@@ -111,6 +111,7 @@ def compare(
     llm_model: Annotated[Optional[str], typer.Option("--llm-model", help="Model name at --llm-base-url.")] = None,
     llm_api_key_env: Annotated[str, typer.Option("--llm-api-key-env", help="Environment variable holding the endpoint's API key (never the key itself; local servers need none).")] = "OPENAI_API_KEY",
     llm_structured: Annotated[str, typer.Option("--llm-structured", help="How the endpoint constrains answers: auto, json_schema, json_object, grammar (llama.cpp servers), none.")] = "auto",
+    jobs: Annotated[Optional[int], typer.Option("--jobs", min=1, help="Fits run side by side on this many threads (default: the CPUs this process may use); the figures do not depend on it.")] = None,
 ) -> None:
     """Run every engine through the same experiments and write the decision report.
 
@@ -155,7 +156,7 @@ def compare(
                                show_text=show_text)
             results = run_compare(dataset, tax, specs, out_dir=out, settings=settings,
                                   prices=load_prices(prices), store=store, second_network=second, progress=cb,
-                                  endpoints=endpoints)
+                                  endpoints=endpoints, jobs=jobs)
     finally:
         store.close()
     for s in results["skipped"]:

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -132,6 +134,19 @@ def _no_progress(description: str, total: int) -> Callable[[int], None]:
     return lambda n=1: None
 
 
+def _quiet_fit_warnings() -> None:
+    # k=1 per category trips sklearn's "looks like regression" heuristic; it is not.
+    warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
 def _key(idx: np.ndarray, *extra: Any) -> str:
     h = hashlib.sha256(np.ascontiguousarray(idx, dtype=np.int64).tobytes())
     for e in extra:
@@ -143,12 +158,14 @@ class _Fitted:
     """An engine fitted on demand: a comparison resumed from its store skips fits whose runs are all stored.
 
     `model_id` and `train_seconds` come from the fit, or, before it, from a stored run of the same cell.
+    `prefetch` starts the fit on a worker thread (`Comparison.parallel`); `engine` then waits for it.
     """
 
     def __init__(self, spec: EngineSpec, n_train: int, capped: bool, key: str, fit: Callable[[], tuple[Engine, float]]) -> None:
         self.spec, self.n_train, self.capped, self.key = spec, n_train, capped, key
         self._do_fit = fit
         self._engine: Engine | None = None
+        self._future: Future | None = None
         self._model_id: str | None = None
         self._train_seconds: float | None = None
 
@@ -156,10 +173,19 @@ class _Fitted:
     def fitted(self) -> bool:
         return self._engine is not None
 
+    def prefetch(self, executor: Executor) -> None:
+        if self._engine is None and self._future is None:
+            self._future = executor.submit(self._do_fit)
+
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            self._engine, self._train_seconds = self._do_fit()
+            if self._future is not None:
+                self._engine, self._train_seconds = self._future.result()
+            else:
+                with warnings.catch_warnings():
+                    _quiet_fit_warnings()
+                    self._engine, self._train_seconds = self._do_fit()
             self._model_id = _model_id(self._engine, self.spec)
         return self._engine
 
@@ -180,8 +206,58 @@ class _Fitted:
             self._model_id, self._train_seconds = model_id, float(train_seconds)
 
 
+class _Workers:
+    """`jobs` daemon threads running submitted fits in the order given.
+
+    Daemon threads, unlike `ThreadPoolExecutor`'s, do not hold an interrupted comparison until the fits
+    under way finish: Ctrl-C exits at once, and the rerun resumes from the stored cells.
+    """
+
+    def __init__(self, jobs: int) -> None:
+        import queue
+        import threading
+
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._jobs = jobs
+        for i in range(jobs):
+            threading.Thread(target=self._work, name=f"taxonomist-fit-{i}", daemon=True).start()
+
+    def submit(self, fn: Callable[[], Any]) -> Future:
+        future: Future = Future()
+        self._queue.put((future, fn))
+        return future
+
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            future, fn = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except BaseException as exc:  # handed to the thread that waits for this fit
+                future.set_exception(exc)
+
+    def close(self) -> None:
+        """Cancel the fits not started and let the threads end (a fit under way finishes on its own)."""
+        import queue
+
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                item[0].cancel()
+        for _ in range(self._jobs):
+            self._queue.put(None)
+
+
 class Comparison:
-    """Runs the experiments on one dataset for a list of engines; results are plain dicts."""
+    """Runs the experiments on one dataset for a list of engines; results are plain dicts.
+
+    `jobs` > 1 (inside `parallel()`, as `run_compare` does): fits run ahead on `jobs` worker threads, each
+    with single-threaded BLAS, in the order the experiments need them, while this thread evaluates.
+    """
 
     def __init__(
         self,
@@ -194,6 +270,7 @@ class Comparison:
         workdir: str | Path,
         progress: Progress | None = None,
         second_network: tuple[Dataset, Crosswalk] | None = None,
+        jobs: int = 1,
     ) -> None:
         if not engines:
             raise ExperimentError("a comparison needs at least one engine (e.g. --engines tfidf,knn)")
@@ -222,7 +299,59 @@ class Comparison:
         self._evals: dict[tuple[int, str], EvalRun] = {}
         self._tax_paths: dict[str, str] = {}
         self._priorities: dict[int, np.ndarray] = {}
+        self.jobs = max(1, int(jobs))
+        self._workers: _Workers | None = None
         self._splits()
+
+    @contextmanager
+    def parallel(self) -> Iterator[None]:
+        """Within this block, fits run ahead on `jobs` worker threads (nothing changes with jobs=1).
+
+        BLAS runs single-threaded meanwhile: two fits on two cores beat one fit on two BLAS threads, and
+        OpenBLAS threads that wait for a busy core spin (measured on a loaded 2-core machine: a logistic
+        head's fit took 139 s with two BLAS threads, 26 s with one). Results do not depend on `jobs`.
+        """
+        if self.jobs <= 1:
+            yield
+            return
+        from threadpoolctl import threadpool_limits
+
+        workers = _Workers(self.jobs)
+        with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
+            _quiet_fit_warnings()
+            self._workers = workers
+            try:
+                yield
+            finally:
+                self._workers = None
+                workers.close()
+
+    def _ahead(self, fitted: _Fitted, idx: np.ndarray, experiment: str, *, ids: np.ndarray | None = None, **meta: Any) -> None:
+        """Start `fitted`'s fit on a worker now, unless its evaluation (`idx`, `experiment`, `meta`) is stored already."""
+        if self._workers is None or fitted.fitted or (fitted.key, _key(idx, None)) in self._evals:
+            return  # fitted, or its evaluation already made (the same model on the same records, e.g. k=all)
+        ids = self.data.ids[idx] if ids is None else ids
+        if not self.log.finished(self._cell(fitted, idx, experiment, ids, meta)):
+            fitted.prefetch(self._workers)
+
+    def precompute(self) -> None:
+        """Let each engine trained on all records compute once what its fits share (MiniLM embeddings, cached).
+
+        Embedding every record once, up front and with progress, spares the fits running side by side from
+        embedding the same records twice. Engines with a training cap skip it (they embed only their sample).
+        """
+        texts = self.data.texts.tolist()
+        step = 1000
+        with self._timed("precompute"):
+            for spec in (s for s in self.specs if s.max_train is None):
+                engine = self._make(spec, None)
+                if type(engine).precompute is Engine.precompute:
+                    continue
+                # One stage per engine: a second engine on the same embedder finds everything cached.
+                advance = self.progress(f"{spec.display}: computing what its fits share (embeddings, cached)", len(texts))
+                for i in range(0, len(texts), step):
+                    engine.precompute(texts[i : i + step])
+                    advance(min(step, len(texts) - i))
 
     # ----- splits -----------------------------------------------------------------------
     def _splits(self) -> None:
@@ -345,11 +474,11 @@ class Comparison:
                 labels += list(extra[1])
             engine = self._make(spec, taxonomy)
             start = time.perf_counter()
-            with warnings.catch_warnings():
-                # k=1 per category trips sklearn's "looks like regression" heuristic; it is not.
-                warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
-                engine.fit(texts, labels)
+            engine.fit(texts, labels)
             return engine, float(getattr(engine, "train_seconds_", time.perf_counter() - start))
+
+        if taxonomy is not None:
+            self._taxonomy_path(taxonomy)  # written here, on the calling thread, not by a fit on a worker
 
         fitted = _Fitted(spec, n_train, capped, _key(np.zeros(0), key, sorted(spec.to_dict().items(), key=str)), fit)
         self._fits[key] = fitted
@@ -372,7 +501,7 @@ class Comparison:
         y_true = self.data.labels[idx] if truth is None else truth
         ids = self.data.ids[idx] if ids is None else ids
         # Resume: the same cell (same engine settings, training set and records) stored by an earlier run is reused.
-        cell = _key(np.asarray(idx, dtype=np.int64), fitted.key, experiment, sorted(meta.items(), key=str), ids[:3].tolist() if len(ids) else [])
+        cell = self._cell(fitted, idx, experiment, ids, meta)
         stored = self.log.restore(cell, y_true=y_true, ids=ids)
         if stored is not None:
             fitted.restored(stored.model_id, stored.meta.get("train_seconds", 0.0))
@@ -409,6 +538,12 @@ class Comparison:
         )
         self._evals[cache_key] = run
         return run
+
+    @staticmethod
+    def _cell(fitted: _Fitted, idx: np.ndarray, experiment: str, ids: np.ndarray, meta: Mapping[str, Any]) -> str:
+        """The key of one evaluation: a rerun on the same store finds its predictions under it."""
+        return _key(np.asarray(idx, dtype=np.int64), fitted.key, experiment, sorted(meta.items(), key=str),
+                    ids[:3].tolist() if len(ids) else [])
 
     def _test_for(self, spec: EngineSpec, idx: np.ndarray, *, event: bool = False) -> np.ndarray:
         cap = (spec.event_test or spec.max_test) if event else spec.max_test
@@ -465,6 +600,7 @@ class Comparison:
         advance = self.progress("learning curve (records fitted and scored)", sum(weights))
         rows = []
         with self._timed("learning_curve"):
+            cells: list[tuple[EngineSpec, int, Any, _Fitted | None, int]] = []
             for (spec, seed, k), idx, weight in zip(plan, samples, weights):
                 capped = False
                 if k != ALL and len(idx) == len(self.pool):
@@ -472,10 +608,10 @@ class Comparison:
                     if seed == 0:
                         self.skipped.append({"experiment": "learning_curve", "engine": spec.display, "cell": f"k={k}",
                                              "reason": "k is at least the size of the largest category, so it equals 'all'"})
-                    advance(weight)
+                    cells.append((spec, seed, k, None, weight))
                     continue
                 if k == ALL and seed > 0 and not (spec.max_train and len(idx) > spec.max_train):
-                    advance(weight)  # every seed trains on the same full pool: one run says it all
+                    cells.append((spec, seed, k, None, weight))  # every seed trains on the same full pool: one run says it all
                     continue
                 if spec.max_train and len(idx) > spec.max_train:
                     if k != ALL:
@@ -483,12 +619,15 @@ class Comparison:
                             "experiment": "learning_curve", "engine": spec.display, "cell": f"k={k} seed={seed}",
                             "reason": f"{len(idx)} training examples exceed this engine's cap of {spec.max_train}",
                         })
-                        advance(weight)
+                        cells.append((spec, seed, k, None, weight))
                         continue
                     idx, capped = self._cap(idx, spec.max_train, seed)
                 fitted = self._fit(spec, idx, seed=seed, capped=capped)
-                run = self._evaluate(fitted, self._test_for(spec, self.test), "learning_curve", seed=seed, k=str(k))
-                rows.append(run)
+                self._ahead(fitted, self._test_for(spec, self.test), "learning_curve", seed=seed, k=str(k))
+                cells.append((spec, seed, k, fitted, weight))
+            for spec, seed, k, fitted, weight in cells:
+                if fitted is not None:
+                    rows.append(self._evaluate(fitted, self._test_for(spec, self.test), "learning_curve", seed=seed, k=str(k)))
                 advance(weight)
         # Aggregate per engine and k over seeds.
         curves: dict[str, list[dict[str, Any]]] = {}
@@ -565,6 +704,14 @@ class Comparison:
         advance = self.progress("backtest by month", plan)
         engines_out: dict[str, Any] = {}
         with self._timed("backtest"):
+            for spec in specs:  # the fits known in advance start now: the base model and each monthly retrain
+                base_idx, capped = self._cap(self.pool, spec.max_train, 0)
+                self._ahead(self._fit(spec, base_idx, capped=capped), self._test_for(spec, self.test), "backtest",
+                            policy="reference", month="<=%d" % s.train_end_month)
+                if "monthly" in spec.policies:
+                    for mth, following in zip(later, later[1:]):
+                        self._ahead(self._retrain(spec, mth, excluded), month_sample[following][: spec.month_test or spec.max_test or None],
+                                    "backtest", policy="monthly", month=following)
             for spec in specs:
                 base_idx, capped = self._cap(self.pool, spec.max_train, 0)
                 model0 = self._fit(spec, base_idx, capped=capped)
@@ -586,14 +733,12 @@ class Comparison:
                         last = i == len(later) - 1
                         if last or policy == "never" or (policy == "drift" and drift <= s.drift_threshold):
                             continue
-                        # Labels of this month arrive at its end: retrain on everything labelled so far.
-                        hist = np.flatnonzero((d.months <= mth) & ~excluded)
-                        hist_idx, capped = self._cap(hist, spec.max_train, 0)
-                        model = self._fit(spec, hist_idx, taxonomy=self._taxonomy_at(mth), seed=mth, capped=capped)
+                        model = self._retrain(spec, mth, excluded)
+                        # The new model's reference confidence: this month's sample, which it did not train on.
+                        # (Evaluated before its train_seconds is read: a resumed run restores both without a fit.)
+                        reference = self._evaluate(model, idx, "backtest", policy=f"{policy}-reference", month=mth).metrics()["mean_confidence"]
                         retrains.append({"after_month": mth, "train_seconds": model.train_seconds, "n_train": model.n_train,
                                          "drift": drift})
-                        # The new model's reference confidence: this month's sample, which it did not train on.
-                        reference = self._evaluate(model, idx, "backtest", policy=f"{policy}-reference", month=mth).metrics()["mean_confidence"]
                     acc = [x["accuracy"] for x in months]
                     policies[policy] = {
                         "months": months, "retrains": retrains, "n_retrains": len(retrains),
@@ -611,6 +756,12 @@ class Comparison:
         return {"train_months": [int(d.months.min()), s.train_end_month], "months": later,
                 "per_month": {str(k): int(len(v)) for k, v in month_sample.items()},
                 "drift_threshold": s.drift_threshold, "engines": engines_out}
+
+    def _retrain(self, spec: EngineSpec, month: int, excluded: np.ndarray) -> _Fitted:
+        """The backtest's retrain after `month`: its labels arrive at its end, so on everything labelled so far."""
+        hist = np.flatnonzero((self.data.months <= month) & ~excluded)
+        hist_idx, capped = self._cap(hist, spec.max_train, 0)
+        return self._fit(spec, hist_idx, taxonomy=self._taxonomy_at(month), seed=month, capped=capped)
 
     def _taxonomy_at(self, month: int) -> Taxonomy | None:
         """The taxonomy in force at the end of `month`: new categories count once their records exist."""
@@ -672,14 +823,20 @@ class Comparison:
         plan = sum(1 + len(spec.event_ks or s.new_category_ks) for spec in specs)
         advance = self.progress(f"new category {code}", plan)
         engines_out = {}
-        for spec in specs:
+
+        def fit_at(spec: EngineSpec, k: int) -> _Fitted:
             base_idx, capped = self._cap(hist, spec.max_train, 0)
+            if k == 0:
+                return self._fit(spec, base_idx, taxonomy=self.base_taxonomy, capped=capped)
+            return self._fit(spec, np.concatenate([base_idx, intro[:k]]), taxonomy=self.taxonomy, capped=capped)
+
+        for spec in specs:
+            for k in (0, *(spec.event_ks or s.new_category_ks)):
+                self._ahead(fit_at(spec, k), self._test_for(spec, eval_new, event=True), "new_category", k=k, part="new", category=code)
+        for spec in specs:
             points = []
             for k in (0, *(spec.event_ks or s.new_category_ks)):
-                if k == 0:
-                    fitted = self._fit(spec, base_idx, taxonomy=self.base_taxonomy, capped=capped)
-                else:
-                    fitted = self._fit(spec, np.concatenate([base_idx, intro[:k]]), taxonomy=self.taxonomy, capped=capped)
+                fitted = fit_at(spec, k)
                 r_new = self._evaluate(fitted, self._test_for(spec, eval_new, event=True), "new_category", k=k, part="new", category=code)
                 r_all = self._evaluate(fitted, self._test_for(spec, eval_general, event=True), "new_category", k=k, part="all", category=code)
                 points.append({
@@ -717,6 +874,14 @@ class Comparison:
         specs = [spec for spec in self.specs if self._joins(spec, "merge")]
         advance = self.progress(f"merge {a}+{b}", 2 * len(specs))
         engines_out = {}
+
+        def refit_for(spec: EngineSpec) -> _Fitted:
+            pool_idx, capped = self._cap(self.pool, spec.max_train, 0)
+            return self._fit(spec, pool_idx, taxonomy=merged_tax, relabel=relabel, capped=capped)
+
+        for spec in specs:
+            if self.log.select(experiment="learning_curve", engine=spec.display, k=ALL, seed=0):
+                self._ahead(refit_for(spec), self._test_for(spec, self.test, event=True), "merge", variant="refit", merge=f"{a}+{b}")
         for spec in specs:
             base = [r for r in self.log.select(experiment="learning_curve", engine=spec.display, k=ALL, seed=0)]
             if not base:
@@ -730,8 +895,7 @@ class Comparison:
                 predict_seconds=0.0, meta={"variant": "mapped", "merge": f"{a}+{b}", "from_run": before.run_id},
             )
             advance(1)
-            pool_idx, capped = self._cap(self.pool, spec.max_train, 0)
-            fitted = self._fit(spec, pool_idx, taxonomy=merged_tax, relabel=relabel, capped=capped)
+            fitted = refit_for(spec)
             idx = self._test_for(spec, self.test, event=True)
             refit = self._evaluate(fitted, idx, "merge", truth=np.array([relabel.get(y, y) for y in self.data.labels[idx].tolist()], dtype=object),
                                    variant="refit", merge=f"{a}+{b}")
@@ -766,16 +930,22 @@ class Comparison:
         specs = [spec for spec in self.specs if self._joins(spec, "network_import")]
         advance = self.progress("second network via crosswalk", 2 * len(specs))
         engines_out = {}
+
+        def with_history(spec: EngineSpec) -> tuple[_Fitted, np.ndarray]:
+            pool_idx, capped = self._cap(self.pool, spec.max_train, 0)
+            h = hist_idx[: max(0, spec.max_train // 2)] if spec.max_train else hist_idx
+            return self._fit(spec, pool_idx, extra=(other.texts[h], mapped_all[h]), capped=capped), h
+
+        for spec in specs:
+            ev = self._test_for(spec, eval_idx, event=True)
+            self._ahead(with_history(spec)[0], ev, "network_import", ids=ids[ev], variant="with_history")
         for spec in specs:
             pool_idx, capped = self._cap(self.pool, spec.max_train, 0)
             ev = self._test_for(spec, eval_idx, event=True)
             fitted = self._fit(spec, pool_idx, capped=capped)
             as_is = self._evaluate(fitted, ev, "network_import", truth=mapped_all[ev], ids=ids[ev], texts=other.texts[ev].tolist(), variant="as_is")
             advance(1)
-            h = hist_idx
-            if spec.max_train:
-                h = h[: max(0, spec.max_train // 2)]
-            fitted2 = self._fit(spec, pool_idx, extra=(other.texts[h], mapped_all[h]), capped=capped)
+            fitted2, h = with_history(spec)
             with_hist = self._evaluate(fitted2, ev, "network_import", truth=mapped_all[ev], ids=ids[ev], texts=other.texts[ev].tolist(), variant="with_history")
             advance(1)
             engines_out[spec.display] = {

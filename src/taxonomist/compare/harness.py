@@ -17,7 +17,7 @@ from .audit_section import audit_history
 from . import _uncertainty as U
 from .costs import PriceTable, load_prices
 from .dataset import Dataset
-from .experiments import ALL, Comparison, EngineSpec, Progress, Settings
+from .experiments import ALL, Comparison, EngineSpec, Progress, Settings, usable_cpus
 from .runlog import RunLog
 
 __all__ = ["run_compare", "open_store", "RESULTS", "SCHEMA_VERSION"]
@@ -40,6 +40,7 @@ def run_compare(
     notes: Sequence[str] = (),
     write_report: bool = True,
     endpoints: Sequence[EngineSpec] = (),
+    jobs: int | None = None,
 ) -> dict[str, Any]:
     """Run the four experiments and return the results dict (also written to `out_dir/results.json`).
 
@@ -48,6 +49,9 @@ def run_compare(
 
     With a `store`, every prediction is stored under its run id; the results
     name those run ids, so each figure can be recomputed from the two.
+
+    `jobs`: fits run side by side on this many threads (default: the CPUs this process may use); the
+    figures do not depend on it.
     """
     started = time.perf_counter()
     out = Path(out_dir)
@@ -57,10 +61,12 @@ def run_compare(
     if store is not None:
         _store_records(store, data, taxonomy, second_network)
     cmp = Comparison(data, taxonomy, engines, settings=settings, log=log, workdir=out / "work",
-                     progress=progress, second_network=second_network)
-    lc = cmp.learning_curve()
-    bt = cmp.backtest()
-    events = cmp.taxonomy_events()
+                     progress=progress, second_network=second_network, jobs=usable_cpus() if jobs is None else jobs)
+    with cmp.parallel():
+        cmp.precompute()
+        lc = cmp.learning_curve()
+        bt = cmp.backtest()
+        events = cmp.taxonomy_events()
     llm_tokens = _measured_llm_tokens(cmp)
     costs = cmp.cost_speed(prices, bt, llm_tokens=llm_tokens)
     measured = [cmp.measure_endpoint(spec, prices) for spec in endpoints]
@@ -91,7 +97,7 @@ def run_compare(
                                            "(same engine settings, training set and records)."] if cmp.resumed else []),
         "resumed": cmp.resumed,
         "store": {"url": str(getattr(store, "url", "")) if store is not None else None},
-        "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": _cpus()},
+        "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": usable_cpus(), "jobs": cmp.jobs},
         "runs": [r.to_dict() for r in log.runs.values()],
     }
     from .report import answers, headline
@@ -150,15 +156,6 @@ def _store_records(store: Any, data: Dataset, taxonomy: Taxonomy | None, second_
              for i, t, y in zip(other.ids.tolist(), other.texts.tolist(), other.labels.tolist()) if y in crosswalk.mapping),
             crosswalk, who="taxonomist compare", taxonomy=taxonomy,
         )
-
-
-def _cpus() -> int:
-    import os
-
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def _json_default(value: Any) -> Any:

@@ -73,15 +73,7 @@ class RunLog:
 
         A run cut short (killed mid-way) never finished, so its cell is computed again.
         """
-        if self.store is None:
-            return None
-        if self._stored is None:
-            self._stored = {}
-            for r in self.store.runs():
-                cell_id = (r.get("params") or {}).get("cell")
-                if r["kind"].startswith("compare:") and r["status"] == "ok" and cell_id:
-                    self._stored[str(cell_id)] = r
-        found = self._stored.get(cell)
+        found = self._finished().get(cell)
         if found is None:
             return None
         rows = {str(x["record_id"]): x for x in self.store.predictions(run_id=found["id"])}
@@ -99,6 +91,21 @@ class RunLog:
         )
         self.runs[run.run_id] = run
         return run
+
+    def finished(self, cell: str) -> bool:
+        """Whether an earlier comparison on this store finished `cell` (a cheap look, without its predictions)."""
+        return cell in self._finished()
+
+    def _finished(self) -> dict[str, dict[str, Any]]:
+        if self.store is None:
+            return {}
+        if self._stored is None:
+            self._stored = {}
+            for r in self.store.runs():
+                cell_id = (r.get("params") or {}).get("cell")
+                if r["kind"].startswith("compare:") and r["status"] == "ok" and cell_id:
+                    self._stored[str(cell_id)] = r
+        return self._stored
 
     def record(
         self,

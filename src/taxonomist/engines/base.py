@@ -276,6 +276,13 @@ class Engine(ClassifierMixin, BaseEstimator):
         return [tuple(self._evidence(t, row)) for t, row in zip(texts, proba)]
 
     # ----- the contract -------------------------------------------------------------
+    def precompute(self, texts: Sequence[str]) -> None:
+        """Compute, into a shared cache, what fitting or predicting on `texts` will need (e.g. their embeddings).
+
+        Optional: engines with nothing to share leave it alone. A comparison calls it once on every record
+        before fits run side by side, so no two fits compute the same thing.
+        """
+
     def fit(self, texts: Iterable[str], labels: Iterable[str], *, ids: Sequence[str] | None = None) -> Engine:
         """Learn from labelled texts. `ids` (record ids, one per text) let retrieval evidence name records."""
         texts = _as_texts(texts)

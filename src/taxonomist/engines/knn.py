@@ -87,6 +87,9 @@ class EmbeddingEngine(Engine):
     def _embed(self, texts: Sequence[str]) -> np.ndarray:
         return self._embedder().encode(list(texts))
 
+    def precompute(self, texts: Sequence[str]) -> None:
+        self._embedder().encode(list(texts))  # into the embedding cache, which every fit reads
+
     def _libraries(self) -> tuple[str, ...]:
         return ("onnxruntime", "sentence-transformers", "torch", "tokenizers")
 
