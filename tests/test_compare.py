@@ -401,3 +401,28 @@ def test_a_fit_that_fails_on_a_worker_fails_the_compare_with_its_own_error(tmp_p
     with pytest.raises(EngineError, match="fields='sideways' is invalid"):
         run_compare(data, None, [EngineSpec("tfidf", params={"fields": "sideways"})], out_dir=tmp_path / "out",
                     settings=SMALL, jobs=2)
+
+
+def test_knn_keeps_current_by_adding_examples_not_refitting(tmp_path, monkeypatch):
+    from taxonomist.engines.knn import KnnEngine
+
+    data = load_dataset(write_dated(tmp_path / "r.csv", n=900, seed=8))
+    sizes: list[int] = []
+    fit = KnnEngine._fit
+
+    def recording(self, texts, labels):
+        sizes.append(len(texts))
+        return fit(self, texts, labels)
+
+    monkeypatch.setattr(KnnEngine, "_fit", recording)
+    results = run_compare(data, None, [EngineSpec("knn", params={"k": 5})], out_dir=tmp_path / "out", settings=SMALL, jobs=2)
+    pool = results["splits"]["pool"]
+    # One fit on more than the training pool: the new-category replay's history before the category. The eleven
+    # monthly updates and the replay's k examples were added to fitted models.
+    assert sum(n > pool for n in sizes) == 1
+    monthly = results["backtest"]["engines"]["knn"]["policies"]["monthly"]
+    assert monthly["n_retrains"] == len(results["backtest"]["months"]) - 1
+    assert [r["n_train"] for r in monthly["retrains"]] == sorted(r["n_train"] for r in monthly["retrains"])
+    assert len({m["model_id"] for m in monthly["months"]}) == len(monthly["months"])
+    points = results["events"]["new_category"]["engines"]["knn"]["points"]
+    assert points[0]["recall_new"] == 0.0 and points[-1]["recall_new"] > 0.5

@@ -153,3 +153,30 @@ def test_save_load_keeps_taxonomy_and_updates(engine, tmp_path):
 def test_bad_parameters_are_clear_errors():
     with pytest.raises(EngineError, match="k must be >= 1"):
         create_engine("knn", k=0).fit(TRAIN[0][:10], TRAIN[1][:10])
+
+
+def test_updated_is_a_new_model_equal_to_a_fit_on_all_examples_and_leaves_the_old_one(fitted, base_taxonomy):
+    texts, labels = _split(TRAIN, lambda y: y != NEW)
+    extra_texts, extra_labels = _split(TRAIN, lambda y: y == NEW)
+    full = Taxonomy.from_labels(sorted(set(TRAIN[1])), name="banking-small")
+    before = fitted.predict_proba(TEST[0][:50])
+    n_points, old_id = len(fitted.texts_), fitted.model_id
+
+    grown = fitted.updated(extra_texts, extra_labels, taxonomy=full)
+
+    assert NEW in grown.classes_ and NEW not in fitted.classes_
+    assert len(fitted.texts_) == n_points and fitted.model_id == old_id
+    np.testing.assert_array_equal(fitted.predict_proba(TEST[0][:50]), before)  # the old model is untouched
+    assert grown.model_id != old_id and grown.n_train_ == fitted.n_train_ + len(extra_texts)
+    # The same points, mix and temperature as a fit on everything: the same answers.
+    refit = create_engine("knn", k=10, taxonomy=full, mix=fitted.mix_, temperature=fitted.temperature_).fit(
+        texts + extra_texts, labels + extra_labels)
+    assert list(grown.classes_) == list(refit.classes_)
+    np.testing.assert_allclose(grown.predict_proba(TEST[0]), refit.predict_proba(TEST[0]), atol=1e-5)
+
+
+def test_an_engine_that_learns_by_refitting_refuses_updated():
+    engine = create_engine("tfidf").fit(*TRAIN)
+    assert not engine.learns_by_adding
+    with pytest.raises(EngineError, match="learns by refitting"):
+        engine.updated(TEST[0][:2], TEST[1][:2])

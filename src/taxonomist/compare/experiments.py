@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -161,9 +162,12 @@ class _Fitted:
     `prefetch` starts the fit on a worker thread (`Comparison.parallel`); `engine` then waits for it.
     """
 
-    def __init__(self, spec: EngineSpec, n_train: int, capped: bool, key: str, fit: Callable[[], tuple[Engine, float]]) -> None:
+    def __init__(self, spec: EngineSpec, n_train: int, capped: bool, key: str, fit: Callable[[], tuple[Engine, float]],
+                 *, ahead: bool = True) -> None:
         self.spec, self.n_train, self.capped, self.key = spec, n_train, capped, key
         self._do_fit = fit
+        self.ahead = ahead
+        self._lock = threading.Lock()
         self._engine: Engine | None = None
         self._future: Future | None = None
         self._model_id: str | None = None
@@ -174,20 +178,22 @@ class _Fitted:
         return self._engine is not None
 
     def prefetch(self, executor: Executor) -> None:
-        if self._engine is None and self._future is None:
-            self._future = executor.submit(self._do_fit)
+        with self._lock:
+            if self.ahead and self._engine is None and self._future is None:
+                self._future = executor.submit(self._do_fit)
 
     @property
     def engine(self) -> Engine:
-        if self._engine is None:
-            if self._future is not None:
-                self._engine, self._train_seconds = self._future.result()
-            else:
-                with warnings.catch_warnings():
-                    _quiet_fit_warnings()
-                    self._engine, self._train_seconds = self._do_fit()
-            self._model_id = _model_id(self._engine, self.spec)
-        return self._engine
+        with self._lock:  # one fit, whichever thread asks first
+            if self._engine is None:
+                if self._future is not None:
+                    self._engine, self._train_seconds = self._future.result()
+                else:
+                    with warnings.catch_warnings():
+                        _quiet_fit_warnings()
+                        self._engine, self._train_seconds = self._do_fit()
+                self._model_id = _model_id(self._engine, self.spec)
+            return self._engine
 
     @property
     def model_id(self) -> str:
@@ -758,10 +764,48 @@ class Comparison:
                 "drift_threshold": s.drift_threshold, "engines": engines_out}
 
     def _retrain(self, spec: EngineSpec, month: int, excluded: np.ndarray) -> _Fitted:
-        """The backtest's retrain after `month`: its labels arrive at its end, so on everything labelled so far."""
+        """The backtest's retrain after `month`: its labels arrive at its end, so on everything labelled so far.
+
+        An engine that learns by adding (knn) is not refitted: the month's records are added to last
+        month's model, as its users would keep it current.
+        """
+        if self._adds(spec):
+            previous = (self._retrain(spec, month - 1, excluded) if month - 1 > self.settings.train_end_month
+                        else self._fit(spec, self.pool))
+            return self._added(spec, previous, np.flatnonzero((self.data.months == month) & ~excluded), taxonomy=self._taxonomy_at(month))
         hist = np.flatnonzero((self.data.months <= month) & ~excluded)
         hist_idx, capped = self._cap(hist, spec.max_train, 0)
         return self._fit(spec, hist_idx, taxonomy=self._taxonomy_at(month), seed=month, capped=capped)
+
+    @staticmethod
+    def _adds(spec: EngineSpec) -> bool:
+        """Whether `spec`'s engine takes new examples by adding them (uncapped only: a cap resamples each fit)."""
+        from ..engines.base import engine_classes
+
+        cls = engine_classes().get(spec.name)
+        return bool(cls is not None and cls.learns_by_adding and spec.max_train is None)
+
+    def _added(self, spec: EngineSpec, base: _Fitted, idx: np.ndarray, *, taxonomy: Taxonomy | None) -> _Fitted:
+        """`base`'s model with the records `idx` added (`Engine.updated`): seconds, where a refit takes minutes."""
+        key = (spec.display, _key(idx, "added-to", base.key, getattr(taxonomy, "version_id", None)))
+        if key in self._fits:
+            return self._fits[key]
+
+        def update() -> tuple[Engine, float]:
+            engine = base.engine
+            current = getattr(engine, "taxonomy_version_", None)
+            new_taxonomy = None
+            if taxonomy is not None and taxonomy.version_id != current:
+                new_taxonomy = self._taxonomy_path(taxonomy)
+            updated = engine.updated(self.data.texts[idx].tolist(), self.data.labels[idx].tolist(), taxonomy=new_taxonomy)
+            return updated, float(updated.train_seconds_)
+
+        if taxonomy is not None:
+            self._taxonomy_path(taxonomy)
+        fitted = _Fitted(spec, base.n_train + len(idx), False, _key(np.zeros(0), key, sorted(spec.to_dict().items(), key=str)),
+                         update, ahead=False)  # seconds, and it needs `base` first: made when needed, on this thread
+        self._fits[key] = fitted
+        return fitted
 
     def _taxonomy_at(self, month: int) -> Taxonomy | None:
         """The taxonomy in force at the end of `month`: new categories count once their records exist."""
@@ -828,6 +872,8 @@ class Comparison:
             base_idx, capped = self._cap(hist, spec.max_train, 0)
             if k == 0:
                 return self._fit(spec, base_idx, taxonomy=self.base_taxonomy, capped=capped)
+            if self._adds(spec):  # knn: the k examples and the new definition are added, nothing refitted
+                return self._added(spec, fit_at(spec, 0), intro[:k], taxonomy=self.taxonomy)
             return self._fit(spec, np.concatenate([base_idx, intro[:k]]), taxonomy=self.taxonomy, capped=capped)
 
         for spec in specs:

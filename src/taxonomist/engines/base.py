@@ -252,6 +252,9 @@ class Engine(ClassifierMixin, BaseEstimator):
     cheap_to_refit: ClassVar[bool] = False
     #: The demo's caps for this engine (`compare.EngineSpec` fields): what is left out runs in full.
     demo_caps: ClassVar[dict[str, Any]] = {}
+    #: New examples are added to the fitted engine, not learnt by a refit (`updated`): how its users keep it
+    #: current, so a comparison's monthly "retrain" and new-category replay add examples instead of refitting.
+    learns_by_adding: ClassVar[bool] = False
 
     # ----- to implement -------------------------------------------------------------
     def _fit(self, texts: list[str], labels: np.ndarray) -> None:
@@ -306,6 +309,14 @@ class Engine(ClassifierMixin, BaseEstimator):
         self.training_data_hash_ = data_hash(texts, labels.tolist())
         self.n_train_ = len(texts)
         return self
+
+    def updated(self, texts: Sequence[str], labels: Sequence[str], *, taxonomy: Any = None) -> Engine:
+        """A new engine: this fitted one with `texts`/`labels` added (and `taxonomy` in force), no refit.
+
+        Only for engines that `learns_by_adding`; this one is left as it was. Its lineage (training-data
+        hash, record count) and `train_seconds_` describe the update, so its model id differs from this one's.
+        """
+        raise EngineError(f"engine '{self.name}' learns by refitting, not by adding examples; call fit() on all the examples")
 
     def _train_refs(self, n: int) -> list[str]:
         """Evidence refs of the texts being fitted: their record ids when `fit` got them, else `train:i`."""

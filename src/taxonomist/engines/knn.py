@@ -19,7 +19,9 @@ new texts are embedded and nothing is refitted (`add_examples`,
 
 from __future__ import annotations
 
+import copy
 import json
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,7 @@ from ..errors import EngineError, TaxonomyError
 from ..prediction import Evidence
 from ..retrieval import LexicalIndex, choose_mix, cv_queries, knn_vote, rows_per_chunk
 from ..taxonomy import Taxonomy, load_taxonomy
-from .base import Engine, Manifest, _as_texts, register_engine
+from .base import Engine, Manifest, _as_texts, data_hash, register_engine
 
 __all__ = ["KnnEngine", "EmbeddingEngine"]
 
@@ -129,6 +131,7 @@ class KnnEngine(EmbeddingEngine):
     budget_kind = "embed"
     test_params = {"k": 10}
     cheap_to_refit = True
+    learns_by_adding = True  # examples and categories are added to the index; nothing is retrained
     demo_caps = {"max_train": 1500, "max_test": 300, "month_test": 60, "event_test": 150, "seeds": 1,
                  "policies": ("never", "monthly")}
 
@@ -245,6 +248,21 @@ class KnnEngine(EmbeddingEngine):
             self.lexical_ = self.lexical_.reweighted(self._point_class, len(classes))
 
     # ----- instant updates ------------------------------------------------------------
+    def updated(self, texts: Sequence[str], labels: Sequence[str], *, taxonomy: Any = None) -> KnnEngine:
+        self._check_fitted()
+        start = time.perf_counter()
+        texts, labels = _as_texts(texts), [str(y) for y in labels]
+        new = copy.copy(self)  # every array the update changes is replaced, not written in place; the lists are copied
+        new.texts_, new.labels_, new.kinds_, new.refs_ = list(self.texts_), list(self.labels_), list(self.kinds_), list(self.refs_)
+        new.saved_manifest_ = None
+        if taxonomy is not None:
+            new.set_taxonomy(taxonomy)
+        new.add_examples(texts, labels, refs=[f"added:{len(self.texts_) + i}" for i in range(len(texts))])
+        new.training_data_hash_ = data_hash([str(getattr(self, "training_data_hash_", "")), *texts], ["", *labels])
+        new.n_train_ = int(getattr(self, "n_train_", 0)) + len(texts)
+        new.train_seconds_ = time.perf_counter() - start
+        return new
+
     def add_examples(self, texts: Iterable[str], labels: Iterable[str], *, refs: Iterable[str] | None = None) -> KnnEngine:
         """Add labelled examples; they count from the next call. Only these texts are embedded."""
         self._check_fitted()
