@@ -22,7 +22,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -221,7 +221,6 @@ class _Workers:
 
     def __init__(self, jobs: int) -> None:
         import queue
-        import threading
 
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._jobs = jobs
