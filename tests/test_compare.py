@@ -329,7 +329,11 @@ def test_progress_prints_a_line_during_a_long_step_when_not_on_a_terminal(monkey
     monkeypatch.setattr(err_console, "_file", out)
     with progress_callback(every=0.05) as start:
         advance = start("embedding", 2)
-        time.sleep(0.4)  # one long step: no advance for a while
+        # One long step: no advance until the heartbeat has spoken (waited for, not timed: a loaded machine may
+        # schedule the heartbeat thread late; the deadline only ends a broken heartbeat's wait).
+        deadline = time.monotonic() + 30
+        while "first step running" not in out.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.01)
         advance(1)
         advance(1)
     lines = out.getvalue().splitlines()

@@ -333,7 +333,7 @@ class Comparison:
 
     def _ahead(self, fitted: _Fitted, idx: np.ndarray, experiment: str, *, ids: np.ndarray | None = None, **meta: Any) -> None:
         """Start `fitted`'s fit on a worker now, unless its evaluation (`idx`, `experiment`, `meta`) is stored already."""
-        if self._workers is None or fitted.fitted or (fitted.key, _key(idx, None)) in self._evals:
+        if self._workers is None or fitted.fitted or self._eval_key(fitted, idx) in self._evals:
             return  # fitted, or its evaluation already made (the same model on the same records, e.g. k=all)
         ids = self.data.ids[idx] if ids is None else ids
         if not self.log.finished(self._cell(fitted, idx, experiment, ids, meta)):
@@ -500,7 +500,7 @@ class Comparison:
         texts: Sequence[str] | None = None,
         **meta: Any,
     ) -> EvalRun:
-        cache_key = (fitted.key, _key(idx, None if truth is None else truth.tolist()))
+        cache_key = self._eval_key(fitted, idx, truth)
         if cache_key in self._evals:
             return self._evals[cache_key]
         y_true = self.data.labels[idx] if truth is None else truth
@@ -543,6 +543,11 @@ class Comparison:
         )
         self._evals[cache_key] = run
         return run
+
+    @staticmethod
+    def _eval_key(fitted: _Fitted, idx: np.ndarray, truth: np.ndarray | None = None) -> tuple[str, str]:
+        """This run's in-memory key of one evaluation: the same model on the same records (and truth) is scored once."""
+        return fitted.key, _key(idx, None if truth is None else truth.tolist())
 
     @staticmethod
     def _cell(fitted: _Fitted, idx: np.ndarray, experiment: str, ids: np.ndarray, meta: Mapping[str, Any]) -> str:

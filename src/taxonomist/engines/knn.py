@@ -257,7 +257,7 @@ class KnnEngine(EmbeddingEngine):
         new.saved_manifest_ = None
         if taxonomy is not None:
             new.set_taxonomy(taxonomy)
-        new.add_examples(texts, labels, refs=[f"added:{len(self.texts_) + i}" for i in range(len(texts))])
+        new.add_examples(texts, labels)
         new.training_data_hash_ = data_hash([str(getattr(self, "training_data_hash_", "")), *texts], ["", *labels])
         new.n_train_ = int(getattr(self, "n_train_", 0)) + len(texts)
         new.train_seconds_ = time.perf_counter() - start
