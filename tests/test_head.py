@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from taxonomist.engines import create_engine, load_engine
+from taxonomist.errors import EngineError
 
 from ._data import read_csv
 
@@ -64,3 +65,19 @@ def test_taxonomy_definitions_are_training_rows_and_a_defined_category_needs_no_
     again = load_engine(tmp_path / "m")
     np.testing.assert_allclose(again.predict_proba(queries), engine.predict_proba(queries), atol=1e-9)
     assert list(again.fit(texts, labels).classes_) == list(engine.classes_)
+
+
+def test_a_warm_start_from_the_last_model_ends_where_a_cold_fit_does_in_fewer_iterations():
+    texts, labels = TRAIN
+    earlier = [i for i, y in enumerate(labels) if y != labels[0]][: len(labels) * 3 // 4]  # one category is new later
+    last = create_engine("head").fit([texts[i] for i in earlier], [labels[i] for i in earlier])
+    cold = create_engine("head").fit(texts, labels)
+    warm = create_engine("head").fit(texts, labels, init=last)
+    assert warm.n_iter_ < cold.n_iter_, (warm.n_iter_, cold.n_iter_)
+    assert labels[0] in warm.classes_ and labels[0] not in last.classes_
+    same = (warm.predict(TEST[0]) == cold.predict(TEST[0])).mean()
+    assert same >= 0.95, same
+    assert (warm.predict(TEST[0]) == np.array(TEST[1])).mean() >= 0.8
+    assert warm.manifest().extra["started_from"] == last.model_id and "started_from" not in cold.manifest().extra
+    with pytest.raises(EngineError, match="a 'head' fit can only start from a 'head' model"):
+        create_engine("head").fit(texts, labels, init=create_engine("tfidf").fit(texts, labels))

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from taxonomist.engines import TfidfEngine, load_engine
+from taxonomist.engines.tfidf import split_fields
 from taxonomist.errors import EngineError
 
 from ._data import read_csv
@@ -116,7 +117,7 @@ def _field_records(n: int = 240, seed: int = 0) -> tuple[list[str], list[str]]:
 
 
 def test_split_fields_reads_compose_text_and_leaves_plain_text_alone():
-    from taxonomist.engines.tfidf import field_tokens, split_fields
+    from taxonomist.engines.tfidf import field_tokens
 
     fields, free = split_fields("carc=197 payer=Keystone Health Plan modifiers=95 HO paid_amount=0.00 | CO-197 | note")
     assert fields == {"carc": "197", "payer": "Keystone Health Plan", "modifiers": "95 HO", "paid_amount": "0.00"}
@@ -161,3 +162,49 @@ def test_plain_text_is_unchanged_by_the_fields_option():
     np.testing.assert_array_equal(auto.decision_function(TEST[0]), off.decision_function(TEST[0]))
     with pytest.raises(EngineError, match="fields=True but text #0 does not start with"):
         TfidfEngine(fields=True).fit(*TRAIN)
+
+
+# ----- n-gram counts computed once for many fits (issue 15) -----------------------------------
+def test_a_fit_on_precomputed_counts_is_the_same_model_without_analysing_again(monkeypatch):
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    texts, labels = TRAIN
+    cold = TfidfEngine().fit(texts, labels)
+    warmer = TfidfEngine()
+    # Other texts first, so the shared vocabulary's column order is not the sorted order of this fit's.
+    warmer.precompute(list(reversed(TEST[0])))
+    for i in range(0, len(texts), 37):
+        warmer.precompute(texts[i:i + 37])
+
+    fit_transform = CountVectorizer.fit_transform
+
+    def no_analysis(self, raw_documents, *args, **kwargs):
+        assert len(raw_documents) == 1, "the fit analysed texts that were precomputed"  # 1: `_with_vocabulary`'s set-up
+        return fit_transform(self, raw_documents, *args, **kwargs)
+
+    monkeypatch.setattr(CountVectorizer, "fit_transform", no_analysis)
+    warmer.fit(texts, labels)
+    assert warmer.word_vectorizer_.vocabulary_ == cold.word_vectorizer_.vocabulary_
+    assert warmer.char_vectorizer_.vocabulary_ == cold.char_vectorizer_.vocabulary_
+    np.testing.assert_array_equal(warmer.coef_, cold.coef_)
+    np.testing.assert_array_equal(warmer.predict_proba(TEST[0]), cold.predict_proba(TEST[0]))
+    assert warmer.model_id == TfidfEngine().fit(texts, labels).model_id != ""
+    # A text never precomputed: the fit analyses them all, as before.
+    monkeypatch.undo()
+    assert TfidfEngine().fit([*texts, "a text nobody precomputed"], [*labels, labels[0]]).coef_.shape[0] == 20
+
+
+def test_precomputed_counts_of_fielded_texts_are_their_free_text_and_are_bounded(monkeypatch):
+    from taxonomist.engines import tfidf
+
+    texts, labels = _field_records()
+    cold = TfidfEngine().fit(texts, labels)
+    TfidfEngine().precompute(texts)
+    shared = tfidf._shared_counts(tfidf._counters()[1])
+    assert shared.counts([split_fields(t)[1] for t in texts]) is not None
+    np.testing.assert_array_equal(TfidfEngine().fit(texts, labels).coef_, cold.coef_)
+    monkeypatch.setattr(tfidf._SharedCounts, "limit", 10)
+    TfidfEngine().precompute(["one new text", "and another"])  # over the limit: starts afresh
+    assert shared.counts([split_fields(t)[1] for t in texts]) is None
+    assert shared.counts(["one new text"]) is not None
+    np.testing.assert_array_equal(TfidfEngine().fit(texts, labels).coef_, cold.coef_)

@@ -16,6 +16,7 @@ Every evaluation is a run in the `RunLog` (and the store).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import os
 import threading
@@ -339,11 +340,22 @@ class Comparison:
         if not self.log.finished(self._cell(fitted, idx, experiment, ids, meta)):
             fitted.prefetch(self._workers)
 
-    def precompute(self) -> None:
-        """Let each engine trained on all records compute once what its fits share (MiniLM embeddings, cached).
+    def _ahead_in_turn(self, plans: Sequence[Sequence[tuple[_Fitted, np.ndarray, Mapping[str, Any]]]], experiment: str) -> None:
+        """`_ahead` for each engine's fits (fitted, records, cell), taking the engines in turn, one fit each.
 
-        Embedding every record once, up front and with progress, spares the fits running side by side from
-        embedding the same records twice. Engines with a training cap skip it (they embed only their sample).
+        A fit that warm-starts from the one before it in its list is then taken by a worker after that one
+        started, usually after it ended, while the other worker fits another engine's model.
+        """
+        for row in itertools.zip_longest(*plans):
+            for fitted, idx, meta in (item for item in row if item is not None):
+                self._ahead(fitted, idx, experiment, **meta)
+
+    def precompute(self) -> None:
+        """Let each engine trained on all records compute once what its fits share (`Engine.precompute`).
+
+        MiniLM embeddings (cached on disk) and tfidf's n-gram counts (in memory): computed for every record
+        once, up front and with progress, so the fits running side by side do not compute them again, each
+        for its records. Engines with a training cap skip it (they see only their sample).
         """
         texts = self.data.texts.tolist()
         step = 1000
@@ -353,7 +365,7 @@ class Comparison:
                 if type(engine).precompute is Engine.precompute:
                     continue
                 # One stage per engine: a second engine on the same embedder finds everything cached.
-                advance = self.progress(f"{spec.display}: computing what its fits share (embeddings, cached)", len(texts))
+                advance = self.progress(f"{spec.display}: computing once what its fits share", len(texts))
                 for i in range(0, len(texts), step):
                     engine.precompute(texts[i : i + step])
                     advance(min(step, len(texts) - i))
@@ -462,9 +474,15 @@ class Comparison:
         extra: tuple[np.ndarray, np.ndarray] | None = None,
         seed: int = 0,
         capped: bool = False,
+        init: _Fitted | None = None,
     ) -> _Fitted:
+        """`spec` fitted on records `idx` (relabelled, plus `extra` texts); `init`: the fit to warm-start from
+        (`Engine.warm_starts`; ignored by engines without it), made first, on whichever thread asks."""
         taxonomy = self.base_taxonomy if taxonomy is None else taxonomy
-        key = (spec.display, _key(idx, sorted((relabel or {}).items()), getattr(taxonomy, "version_id", None), None if extra is None else _key(np.arange(len(extra[0])), extra[1].tolist()[:50], len(extra[0]))))
+        if init is not None and not self._warm_starts(spec):
+            init = None
+        key = (spec.display, _key(idx, sorted((relabel or {}).items()), getattr(taxonomy, "version_id", None), None if extra is None else _key(np.arange(len(extra[0])), extra[1].tolist()[:50], len(extra[0])),
+                                  None if init is None else init.key))
         if key in self._fits:
             return self._fits[key]
         n_train = len(idx) + (0 if extra is None else len(extra[0]))
@@ -477,9 +495,10 @@ class Comparison:
             if extra is not None:
                 texts += list(extra[0])
                 labels += list(extra[1])
+            start_from = None if init is None else init.engine  # waits for that fit (or makes it) first
             engine = self._make(spec, taxonomy)
             start = time.perf_counter()
-            engine.fit(texts, labels)
+            engine.fit(texts, labels, init=start_from)
             return engine, float(getattr(engine, "train_seconds_", time.perf_counter() - start))
 
         if taxonomy is not None:
@@ -714,14 +733,16 @@ class Comparison:
         advance = self.progress("backtest by month", plan)
         engines_out: dict[str, Any] = {}
         with self._timed("backtest"):
-            for spec in specs:  # the fits known in advance start now: the base model and each monthly retrain
+            plans = []  # the fits known in advance start now: the base model and each monthly retrain
+            for spec in specs:
                 base_idx, capped = self._cap(self.pool, spec.max_train, 0)
-                self._ahead(self._fit(spec, base_idx, capped=capped), self._test_for(spec, self.test), "backtest",
-                            policy="reference", month="<=%d" % s.train_end_month)
+                plan = [(self._fit(spec, base_idx, capped=capped), self._test_for(spec, self.test),
+                         {"policy": "reference", "month": "<=%d" % s.train_end_month})]
                 if "monthly" in spec.policies:
-                    for mth, following in zip(later, later[1:]):
-                        self._ahead(self._retrain(spec, mth, excluded), month_sample[following][: spec.month_test or spec.max_test or None],
-                                    "backtest", policy="monthly", month=following)
+                    plan += [(self._retrain(spec, mth, excluded), month_sample[following][: spec.month_test or spec.max_test or None],
+                              {"policy": "monthly", "month": following}) for mth, following in zip(later, later[1:])]
+                plans.append(plan)
+            self._ahead_in_turn(plans, "backtest")
             for spec in specs:
                 base_idx, capped = self._cap(self.pool, spec.max_train, 0)
                 model0 = self._fit(spec, base_idx, capped=capped)
@@ -771,15 +792,31 @@ class Comparison:
         """The backtest's retrain after `month`: its labels arrive at its end, so on everything labelled so far.
 
         An engine that learns by adding (knn) is not refitted: the month's records are added to last
-        month's model, as its users would keep it current.
+        month's model, as its users would keep it current. One that warm-starts (head) and is retrained
+        monthly refits from last month's weights; the drift policy's retrains are the monthly ones of
+        their month (without "monthly", cold fits, so a drift retrain never needs every month before it).
         """
+        warm = self._warm_starts(spec) and "monthly" in spec.policies
+        if self._adds(spec) or warm:
+            if month - 1 > self.settings.train_end_month:
+                previous = self._retrain(spec, month - 1, excluded)
+            else:  # the backtest's base model
+                base_idx, base_capped = self._cap(self.pool, spec.max_train, 0)
+                previous = self._fit(spec, base_idx, capped=base_capped)
         if self._adds(spec):
-            previous = (self._retrain(spec, month - 1, excluded) if month - 1 > self.settings.train_end_month
-                        else self._fit(spec, self.pool))
             return self._added(spec, previous, np.flatnonzero((self.data.months == month) & ~excluded), taxonomy=self._taxonomy_at(month))
         hist = np.flatnonzero((self.data.months <= month) & ~excluded)
         hist_idx, capped = self._cap(hist, spec.max_train, 0)
-        return self._fit(spec, hist_idx, taxonomy=self._taxonomy_at(month), seed=month, capped=capped)
+        return self._fit(spec, hist_idx, taxonomy=self._taxonomy_at(month), seed=month, capped=capped,
+                         init=previous if warm else None)
+
+    @staticmethod
+    def _warm_starts(spec: EngineSpec) -> bool:
+        """Whether `spec`'s engine refits from the model before (`Engine.warm_starts`)."""
+        from ..engines.base import engine_classes
+
+        cls = engine_classes().get(spec.name)
+        return bool(cls is not None and cls.warm_starts)
 
     @staticmethod
     def _adds(spec: EngineSpec) -> bool:
@@ -878,11 +915,11 @@ class Comparison:
                 return self._fit(spec, base_idx, taxonomy=self.base_taxonomy, capped=capped)
             if self._adds(spec):  # knn: the k examples and the new definition are added, nothing refitted
                 return self._added(spec, fit_at(spec, 0), intro[:k], taxonomy=self.taxonomy)
-            return self._fit(spec, np.concatenate([base_idx, intro[:k]]), taxonomy=self.taxonomy, capped=capped)
+            return self._fit(spec, np.concatenate([base_idx, intro[:k]]), taxonomy=self.taxonomy, capped=capped,
+                             init=fit_at(spec, 0))  # head: from the model without the category
 
-        for spec in specs:
-            for k in (0, *(spec.event_ks or s.new_category_ks)):
-                self._ahead(fit_at(spec, k), self._test_for(spec, eval_new, event=True), "new_category", k=k, part="new", category=code)
+        self._ahead_in_turn([[(fit_at(spec, k), self._test_for(spec, eval_new, event=True), {"k": k, "part": "new", "category": code})
+                              for k in (0, *(spec.event_ks or s.new_category_ks))] for spec in specs], "new_category")
         for spec in specs:
             points = []
             for k in (0, *(spec.event_ks or s.new_category_ks)):

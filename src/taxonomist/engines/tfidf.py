@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
+from array import array
 from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -43,6 +46,116 @@ def _with_vocabulary(vec: TfidfVectorizer, terms: Any, idf: np.ndarray) -> Tfidf
     return vec
 
 
+class _SharedCounts:
+    """The n-gram counts of texts analysed once (`TfidfEngine.precompute`), for every fit in this process.
+
+    One per analyzer (word 1-2, char_wb 2-5), with one vocabulary that grows in the order n-grams are first
+    seen. A fit whose texts were all analysed takes their rows and the columns its own vocabulary keeps
+    instead of analysing them again: the analysis is about a third of a tfidf fit on 57,000 denials, done
+    in Python under the GIL, so fits running side by side would otherwise queue for it. Memory only (the
+    counts of one record's words are never written anywhere); at most `limit` texts: adding more starts afresh.
+    """
+
+    limit = 250_000
+
+    def __init__(self, analyze: Callable[[str], list[str]]) -> None:
+        self.analyze = analyze
+        self._lock = threading.Lock()
+        self._clear()
+
+    def _clear(self) -> None:
+        self._vocabulary: dict[str, int] = {}
+        self._rows: dict[str, int] = {}
+        self._parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # per add: row lengths, columns, counts
+        self._matrix: sparse.csr_matrix | None = None
+        self._terms: np.ndarray | None = None
+
+    def add(self, texts: Sequence[str]) -> None:
+        with self._lock:
+            new = [t for t in dict.fromkeys(texts) if t not in self._rows]
+            if len(self._rows) + len(new) > self.limit:
+                self._clear()
+            vocabulary, lengths, columns, counts = self._vocabulary, array("q"), array("i"), array("i")
+            for text in new:
+                counter: dict[int, int] = {}
+                for gram in self.analyze(text):
+                    j = vocabulary.setdefault(gram, len(vocabulary))
+                    counter[j] = counter.get(j, 0) + 1
+                columns.extend(counter.keys())
+                counts.extend(counter.values())
+                lengths.append(len(counter))
+                self._rows[text] = len(self._rows)
+            if new:
+                self._parts.append((np.frombuffer(lengths, dtype=np.int64), np.frombuffer(columns, dtype=np.int32),
+                                    np.frombuffer(counts, dtype=np.int32)))
+                self._matrix = self._terms = None
+
+    def counts(self, texts: Sequence[str]) -> tuple[sparse.csr_matrix, np.ndarray] | None:
+        """(count matrix of `texts`, one row each, columns in first-seen order; the column terms), or None
+        when some text was not analysed."""
+        with self._lock:
+            try:
+                rows = np.fromiter((self._rows[t] for t in texts), dtype=np.int64, count=len(texts))
+            except KeyError:
+                return None
+            if self._matrix is None:
+                lengths, columns, counts = (np.concatenate(a) for a in zip(*self._parts))
+                indptr = np.concatenate([[0], np.cumsum(lengths)])
+                self._matrix = sparse.csr_matrix((counts.astype(np.float32), columns, indptr),
+                                                 shape=(len(self._rows), len(self._vocabulary)))
+                terms = np.empty(len(self._vocabulary), dtype=object)
+                terms[list(self._vocabulary.values())] = list(self._vocabulary)
+                self._terms = terms
+            return self._matrix[rows], self._terms
+
+
+_SHARED: dict[tuple, _SharedCounts] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def _shared_counts(counter: CountVectorizer) -> _SharedCounts:
+    """The process's shared counts for `counter`'s analyzer."""
+    p = counter.get_params()
+    key = (p["analyzer"], p["ngram_range"], p["lowercase"])
+    with _SHARED_LOCK:
+        if key not in _SHARED:
+            _SHARED[key] = _SharedCounts(counter.build_analyzer())
+        return _SHARED[key]
+
+
+def _counters() -> list[CountVectorizer]:
+    """Count vectorizers with the analyzers of `_vectorizers()`."""
+    out = []
+    for vec in _vectorizers():
+        p = vec.get_params()
+        out.append(CountVectorizer(**{k: p[k] for k in ("analyzer", "ngram_range", "lowercase", "dtype")}))
+    return out
+
+
+def _kept_counts(counter: CountVectorizer, texts: list[str], first: np.ndarray | None,
+                 floor: int) -> tuple[sparse.csr_matrix, np.ndarray]:
+    """`texts`' counts over the n-grams in at least `floor` distinct texts (rows `first`), columns sorted
+    by n-gram as CountVectorizer sorts them; with those n-grams. From the shared counts when all were analysed."""
+    shared = _shared_counts(counter).counts(texts)
+    if shared is None:
+        try:
+            counts = counter.fit_transform(texts)
+        except ValueError as exc:  # sklearn: "empty vocabulary" (texts of single characters or nothing)
+            raise EngineError(f"fit: the training texts yield no word features ({exc}); check the text column") from None
+        terms = counter.get_feature_names_out()
+    else:
+        counts, terms = shared
+        if counts.nnz == 0:
+            raise EngineError("fit: the training texts yield no word features; check the text column")
+    rows = counts if first is None else counts[first]
+    keep = np.flatnonzero(np.bincount(rows.indices, minlength=counts.shape[1]) >= floor)
+    if shared is not None:  # first-seen order -> sorted by n-gram, as fit_transform gives them
+        keep = keep[np.argsort(terms[keep].astype(str), kind="stable")]
+    counts = counts[:, keep].tocsr()
+    counts.sort_indices()
+    return counts, terms[keep]
+
+
 def _fit_features(texts: list[str], min_df: int, min_records: int) -> list[tuple[TfidfVectorizer, sparse.csr_matrix]]:
     """The word and char vectorizers fitted on `texts`, each with its training matrix, in one pass over the text.
 
@@ -53,7 +166,9 @@ def _fit_features(texts: list[str], min_df: int, min_records: int) -> list[tuple
     over every training text. Each text is analysed once (counting every
     n-gram, then dropping the rare columns); the result is bit-identical to
     fitting a vectorizer on the distinct texts for the vocabulary and then
-    again with that vocabulary, at half the cost.
+    again with that vocabulary, at half the cost. Texts analysed before by
+    `TfidfEngine.precompute` are not analysed again (`_SharedCounts`); the
+    matrices are the same either way.
     """
     first = None
     if min_records > 1:
@@ -68,21 +183,14 @@ def _fit_features(texts: list[str], min_df: int, min_records: int) -> list[tuple
         first = np.fromiter(index.values(), dtype=np.int64, count=len(index))
     floor = max(min_df, min_records)
     out = []
-    for vec in _vectorizers():
-        p = vec.get_params()
-        counter = CountVectorizer(**{k: p[k] for k in ("analyzer", "ngram_range", "lowercase", "dtype")})
-        try:
-            counts = counter.fit_transform(texts)
-        except ValueError as exc:  # sklearn: "empty vocabulary" (texts of single characters or nothing)
-            raise EngineError(f"fit: the training texts yield no word features ({exc}); check the text column") from None
-        rows = counts if first is None else counts[first]
-        keep = np.flatnonzero(np.bincount(rows.indices, minlength=counts.shape[1]) >= floor)
-        if not len(keep):
+    for vec, counter in zip(_vectorizers(), _counters()):
+        counts, terms = _kept_counts(counter, texts, first, floor)
+        if not len(terms):
             raise EngineError(f"fit: no word is used in {floor} or more distinct training texts; lower min_records")
-        counts = counts[:, keep].tocsr()
+        p = vec.get_params()
         weighting = TfidfTransformer(norm=p["norm"], use_idf=True, smooth_idf=p["smooth_idf"],
                                      sublinear_tf=p["sublinear_tf"]).fit(counts)
-        out.append((_with_vocabulary(vec, counter.get_feature_names_out()[keep], weighting.idf_), weighting.transform(counts)))
+        out.append((_with_vocabulary(vec, terms, weighting.idf_), weighting.transform(counts)))
     return out
 
 
@@ -248,6 +356,15 @@ class TfidfEngine(Engine):
                 counts[tok] = counts.get(tok, 0) + 1
         keep = sorted(tok for tok, c in counts.items() if c >= max(self.min_records, 1))
         return {tok: i for i, tok in enumerate(keep)} or None
+
+    def precompute(self, texts: Sequence[str]) -> None:
+        """Count the word and char n-grams of `texts` once, in memory, for the fits to come (`_SharedCounts`).
+
+        A text with a fields prefix is counted by its free text, as a fit with fields reads it.
+        """
+        free = [t if self.fields is False else split_fields(t)[1] for t in texts]
+        for counter in _counters():
+            _shared_counts(counter).add(free)
 
     def _free_texts(self, texts: list[str]) -> list[str]:
         """The texts the word and char parts read: without the fields prefix when fields are features."""
