@@ -743,6 +743,10 @@ class Comparison:
                               {"policy": "monthly", "month": following}) for mth, following in zip(later, later[1:])]
                 plans.append(plan)
             self._ahead_in_turn(plans, "backtest")
+            warm = [spec.display for spec in specs if self._warm_starts(spec) and "monthly" in spec.policies]
+            if warm:
+                self.notes.append(f"{', '.join(warm)}: each monthly retrain starts from last month's model (a warm start), "
+                                  "as a team retraining it would; the retrains' training times are those of warm-started fits.")
             for spec in specs:
                 base_idx, capped = self._cap(self.pool, spec.max_train, 0)
                 model0 = self._fit(spec, base_idx, capped=capped)
@@ -920,6 +924,10 @@ class Comparison:
 
         self._ahead_in_turn([[(fit_at(spec, k), self._test_for(spec, eval_new, event=True), {"k": k, "part": "new", "category": code})
                               for k in (0, *(spec.event_ks or s.new_category_ks))] for spec in specs], "new_category")
+        warm = [spec.display for spec in specs if self._warm_starts(spec) and not self._adds(spec)]
+        if warm:
+            self.notes.append(f"{', '.join(warm)}: the new-category replay's refits start from the model without the "
+                              "category (a warm start); their update times are those of warm-started fits.")
         for spec in specs:
             points = []
             for k in (0, *(spec.event_ks or s.new_category_ks)):
