@@ -482,7 +482,7 @@ class Comparison:
         if init is not None and not self._warm_starts(spec):
             init = None
         key = (spec.display, _key(idx, sorted((relabel or {}).items()), getattr(taxonomy, "version_id", None), None if extra is None else _key(np.arange(len(extra[0])), extra[1].tolist()[:50], len(extra[0])),
-                                  None if init is None else init.key))
+                                  *(() if init is None else ("started from", init.key))))
         if key in self._fits:
             return self._fits[key]
         n_train = len(idx) + (0 if extra is None else len(extra[0]))

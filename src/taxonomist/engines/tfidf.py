@@ -7,8 +7,8 @@ import math
 import re
 import threading
 from array import array
-from pathlib import Path
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
