@@ -186,9 +186,8 @@ def test_engine_on_a_small_sample_is_timed_from_its_learning_curve_run(tmp_path)
     speed = results["cost_speed"]["speed"]["slow"]
     run = next(r for r in results["runs"] if r["experiment"] == "learning_curve")
     assert run["n"] == 10 and speed["throughput_items"] == 10
-    # Run dicts round seconds to 4 decimals: a 2 ms run on a fast machine is off by up to 2.5% from that alone.
-    seconds = run["predict_seconds"]
-    assert 10 / (seconds + 5e-5) <= speed["throughput_per_s"] <= 10 / max(seconds - 5e-5, 1e-9)
+    # The throughput names the run it was read from (no timing is compared: speed belongs in benchmarks/).
+    assert speed["throughput_run"] == run["run_id"]
     assert speed["latency_items"] == 1
 
 

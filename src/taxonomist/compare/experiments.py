@@ -1117,9 +1117,10 @@ class Comparison:
             fitted.engine.predict_one(t)
             lat.append((time.perf_counter() - start) * 1000)
         lc = self.log.select(experiment="learning_curve", engine=spec.display, k=ALL, seed=0)
+        timed_run = None  # the run whose prediction time is the throughput, when it is not timed here
         if spec.max_test is not None and spec.max_test <= 20 and lc and lc[0].predict_seconds > 0:
             # A slow engine on a small sample: its learning-curve run (first-time prompts, no cache) is the batch timing.
-            n_tp, seconds = lc[0].n, lc[0].predict_seconds
+            n_tp, seconds, timed_run = lc[0].n, lc[0].predict_seconds, lc[0].run_id
         else:
             start = time.perf_counter()
             for i in range(n_lat, n_lat + n_tp, max(1, spec.batch_size)):
@@ -1128,7 +1129,7 @@ class Comparison:
         return {
             "latency_p50_ms": float(np.percentile(lat, 50)), "latency_p95_ms": float(np.percentile(lat, 95)),
             "latency_items": n_lat, "throughput_per_s": n_tp / max(seconds, 1e-9), "throughput_items": n_tp,
-            "train_seconds": fitted.train_seconds, "n_train": fitted.n_train,
+            "throughput_run": timed_run, "train_seconds": fitted.train_seconds, "n_train": fitted.n_train,
         }
 
     def _retrain_cadence(self, spec: EngineSpec, backtest: dict[str, Any] | None, prices: PriceTable) -> tuple[float, str]:
