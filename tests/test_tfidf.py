@@ -203,8 +203,9 @@ def test_precomputed_counts_of_fielded_texts_are_their_free_text_and_are_bounded
     shared = tfidf._shared_counts(tfidf._counters()[1])
     assert shared.counts([split_fields(t)[1] for t in texts]) is not None
     np.testing.assert_array_equal(TfidfEngine().fit(texts, labels).coef_, cold.coef_)
-    monkeypatch.setattr(tfidf._SharedCounts, "limit", 10)
-    TfidfEngine().precompute(["one new text", "and another"])  # over the limit: starts afresh
-    assert shared.counts([split_fields(t)[1] for t in texts]) is None
-    assert shared.counts(["one new text"]) is not None
+    monkeypatch.setattr(tfidf._SharedCounts, "limit", 4)  # below what is counted now, plus two
+    kept, *others = dict.fromkeys(split_fields(t)[1] for t in texts)
+    TfidfEngine().precompute(["one new text", "and another", kept])  # over the limit: starts afresh
+    assert others and all(shared.counts([t]) is None for t in others)
+    assert shared.counts(["one new text", kept]) is not None  # counted before, and counted again
     np.testing.assert_array_equal(TfidfEngine().fit(texts, labels).coef_, cold.coef_)

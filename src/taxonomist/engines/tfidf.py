@@ -74,7 +74,8 @@ class _SharedCounts:
         with self._lock:
             new = [t for t in dict.fromkeys(texts) if t not in self._rows]
             if len(self._rows) + len(new) > self.limit:
-                self._clear()
+                self._clear()  # and count all of `texts` again: those counted before are gone with the rest
+                new = list(dict.fromkeys(texts))
             vocabulary, lengths, columns, counts = self._vocabulary, array("q"), array("i"), array("i")
             for text in new:
                 counter: dict[int, int] = {}
