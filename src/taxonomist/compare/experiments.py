@@ -76,10 +76,15 @@ class EngineSpec:
     month_test: int | None = None
 
     @property
-    def family(self) -> str:
+    def engine_class(self) -> type[Engine] | None:
+        """The registered engine class of `name` (None for a name no engine has: `create_engine` says so)."""
         from ..engines.base import engine_classes
 
-        cls = engine_classes().get(self.name)
+        return engine_classes().get(self.name)
+
+    @property
+    def family(self) -> str:
+        cls = self.engine_class
         return "retrieval" if cls is not None and cls.family in RETRIEVAL_FAMILIES else "trained"
 
     @property
@@ -743,7 +748,7 @@ class Comparison:
                               {"policy": "monthly", "month": following}) for mth, following in zip(later, later[1:])]
                 plans.append(plan)
             self._ahead_in_turn(plans, "backtest")
-            warm = [spec.display for spec in specs if self._warm_starts(spec) and "monthly" in spec.policies]
+            warm = [spec.display for spec in specs if self._retrains_warm(spec)]
             if warm:
                 self.notes.append(f"{', '.join(warm)}: each monthly retrain starts from last month's model (a warm start), "
                                   "as a team retraining it would; the retrains' training times are those of warm-started fits.")
@@ -800,7 +805,7 @@ class Comparison:
         monthly refits from last month's weights; the drift policy's retrains are the monthly ones of
         their month (without "monthly", cold fits, so a drift retrain never needs every month before it).
         """
-        warm = self._warm_starts(spec) and "monthly" in spec.policies
+        warm = self._retrains_warm(spec)
         if self._adds(spec) or warm:
             if month - 1 > self.settings.train_end_month:
                 previous = self._retrain(spec, month - 1, excluded)
@@ -817,18 +822,16 @@ class Comparison:
     @staticmethod
     def _warm_starts(spec: EngineSpec) -> bool:
         """Whether `spec`'s engine refits from the model before (`Engine.warm_starts`)."""
-        from ..engines.base import engine_classes
+        return bool(getattr(spec.engine_class, "warm_starts", False))
 
-        cls = engine_classes().get(spec.name)
-        return bool(cls is not None and cls.warm_starts)
+    def _retrains_warm(self, spec: EngineSpec) -> bool:
+        """Whether the backtest's retrains of `spec` chain, each from last month's model (only when monthly)."""
+        return self._warm_starts(spec) and "monthly" in spec.policies
 
     @staticmethod
     def _adds(spec: EngineSpec) -> bool:
         """Whether `spec`'s engine takes new examples by adding them (uncapped only: a cap resamples each fit)."""
-        from ..engines.base import engine_classes
-
-        cls = engine_classes().get(spec.name)
-        return bool(cls is not None and cls.learns_by_adding and spec.max_train is None)
+        return bool(getattr(spec.engine_class, "learns_by_adding", False)) and spec.max_train is None
 
     def _added(self, spec: EngineSpec, base: _Fitted, idx: np.ndarray, *, taxonomy: Taxonomy | None) -> _Fitted:
         """`base`'s model with the records `idx` added (`Engine.updated`): seconds, where a refit takes minutes."""

@@ -314,14 +314,15 @@ class Engine(ClassifierMixin, BaseEstimator):
         self.calibrator_ = None
         self.saved_manifest_ = None
         self._fit_ids = [str(i) for i in ids] if ids is not None else None
-        self._fit_init = init if self.warm_starts else None
+        start_from = init if self.warm_starts else None
+        self._fit_init = start_from
         try:
             self._fit(texts, labels)
         finally:
             del self._fit_ids, self._fit_init
         self.train_seconds_ = time.perf_counter() - start
         # Lineage: the model a warm start began from (its weights shaped this one's).
-        self.started_from_ = init.model_id if init is not None and self.warm_starts else None
+        self.started_from_ = start_from.model_id if start_from is not None else None
         self.training_data_hash_ = data_hash(texts, labels.tolist())
         self.n_train_ = len(texts)
         return self
