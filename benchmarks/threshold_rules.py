@@ -381,7 +381,7 @@ def old_scan(conf, ok, target):
 
 RULES = {
     # what the project does now, and before
-    "choose_threshold": current,  # gate (start: most room, `_gate_start`) then the search above it
+    "choose_threshold": current,  # gate (start: most room, `_gate_start`) then the search above it, every threshold counted
     "old_scan": old_scan,
     # fixed-sequence testing from the surest threshold down, uncorrected (Learn then Test)
     "fst_all_cuts": fst_top(),
@@ -409,7 +409,7 @@ RULES = {
     # gate then search, other starts
     "gate_evidence_start_then_scan": gate_then_scan(),
     "gate_power_start_then_scan": gate_then_scan(power=True),
-    "gate_room_start_then_scan": gate_then_scan(room=True),  # = choose_threshold
+    "gate_room_start_then_scan": gate_then_scan(room=True),  # choose_threshold until 2026-12-02 (log2 m search)
     "gate_predicted_bound_start_then_scan": gate_then_scan(predicted_bound=True),
     "gate_score_start_then_scan": gate_then_scan(null_variance=True),
     "gate_room_start_only": gate_then_scan(then=None, room=True),

@@ -75,7 +75,7 @@ def test_answered_policy_with_a_wilson_bound_keeps_its_promise_on_new_data():
         conf = rng.random(n)
         return conf, rng.random(n) < 0.6 + 0.4 * conf  # ~80% overall, near 100% at the top
 
-    conf, ok = sample(4000)
+    conf, ok = sample(20_000)
     t = choose_threshold(conf, ok, min_accuracy=0.95, confidence_level=0.95)
     assert t is not None
     fresh_conf, fresh_ok = sample(200_000)
@@ -96,8 +96,8 @@ def _flat_near_target(n=8000, flat=0.4, wrong=0.041):
 
 
 def test_answered_policy_answers_where_accuracy_is_flat_near_the_target():
-    """The search over every threshold pays for ~13 tests and finds none; one gate test, placed by the
-    confidences alone, passes, and what it answers is right >= 95% of the time."""
+    """A search over every threshold finds none, even one paying for only log2 m (~13) tests; one gate test,
+    placed by the confidences alone, passes, and what it answers is right >= 95% of the time."""
     from scipy.stats import norm
 
     from taxonomist.engines.calibration import wilson_lower
@@ -111,6 +111,30 @@ def test_answered_policy_answers_where_accuracy_is_flat_near_the_target():
     answered = conf >= t
     assert 0.25 < answered.mean() <= 0.4  # inside the flat 40%, most of it
     assert ok[answered].mean() >= 0.95
+
+
+def test_answered_policy_search_pays_for_every_threshold_it_searches():
+    """The search returns the lowest of the m thresholds below the gate that pass, so each of the m is a test:
+    the answered rows clear the Wilson bound at 1 - 0.05 / m; a bound paying for log2 m tests (a bisection's)
+    would answer about 1,000 more rows here, about 96% right, where a batch of new records falls below 95%
+    more often than the promise allows."""
+    from scipy.stats import norm
+
+    from taxonomist.engines.calibration import wilson_lower
+
+    n_top, n_rest = 2000, 6000
+    conf = np.r_[np.linspace(0.999, 0.99, n_top), np.linspace(0.9, 0.3, n_rest)]
+    ok = np.r_[np.arange(n_top) % 100 != 0, np.arange(n_rest) % 100 >= 7]  # 99% right, then 93%
+    t = choose_threshold(conf, ok, min_accuracy=0.95, confidence_level=0.95)
+    k = int((conf >= t).sum())
+    kept, hits = np.arange(1, len(ok) + 1), np.cumsum(ok)
+    start = n_top  # the gate's threshold: where the confident block ends
+    m = len(ok) - start
+    every = wilson_lower(hits, kept, float(norm.ppf(1 - 0.05 / m))) >= 0.95
+    log2 = wilson_lower(hits, kept, float(norm.ppf(1 - 0.05 / np.ceil(np.log2(m))))) >= 0.95
+    assert k == int(np.flatnonzero(every)[-1]) + 1  # the lowest threshold that clears the bound for m tests
+    assert int(np.flatnonzero(log2)[-1]) + 1 > k + 500  # the log2 m bound would go much further
+    assert 0.95 < ok[:k].mean()
 
 
 def test_answered_policy_refuses_when_accuracy_is_just_below_the_target():
