@@ -1,7 +1,7 @@
 """The weekly loop's promise, measured: train on the store with a target accuracy, classify later months, evaluate.
 
     python benchmarks/operational_core.py --seed 7 --records 20000 [--engine tfidf] [--target 0.95] [--folds 0]
-        [--splits 10] [--json benchmarks/results/operational_core_seed7.json]
+        [--splits 10] [--json benchmarks/results/operational_core_splits_seed7.json]
 
 Generates denials, imports them into a fresh SQLite store and runs, through the service layer (what the CLI
 calls):
