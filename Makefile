@@ -13,7 +13,7 @@ ifneq ($(wildcard ../shared/wheels/*.whl),)
 export PIP_FIND_LINKS := $(abspath ../shared/wheels) $(PIP_FIND_LINKS)
 endif
 
-.PHONY: demo test install install-dev lint clean
+.PHONY: demo test install install-dev clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
