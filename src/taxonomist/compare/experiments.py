@@ -469,6 +469,12 @@ class Comparison:
             chosen.extend(members[np.argsort(r, kind="stable")[:take]].tolist())
         return np.array(sorted(chosen), dtype=int), True
 
+    def _pool_fit(self, spec: EngineSpec) -> _Fitted:
+        """`spec` fitted on the training pool (its cap's sample of it), base taxonomy: the model the experiments
+        start from and the cost and speed figures measure."""
+        idx, capped = self._cap(self.pool, spec.max_train, 0)
+        return self._fit(spec, idx, capped=capped)
+
     def _fit(
         self,
         spec: EngineSpec,
@@ -740,8 +746,7 @@ class Comparison:
         with self._timed("backtest"):
             plans = []  # the fits known in advance start now: the base model and each monthly retrain
             for spec in specs:
-                base_idx, capped = self._cap(self.pool, spec.max_train, 0)
-                plan = [(self._fit(spec, base_idx, capped=capped), self._test_for(spec, self.test),
+                plan = [(self._pool_fit(spec), self._test_for(spec, self.test),
                          {"policy": "reference", "month": "<=%d" % s.train_end_month})]
                 if "monthly" in spec.policies:
                     plan += [(self._retrain(spec, mth, excluded), month_sample[following][: spec.month_test or spec.max_test or None],
@@ -753,8 +758,7 @@ class Comparison:
                 self.notes.append(f"{', '.join(warm)}: each monthly retrain starts from last month's model (a warm start), "
                                   "as a team retraining it would; the retrains' training times are those of warm-started fits.")
             for spec in specs:
-                base_idx, capped = self._cap(self.pool, spec.max_train, 0)
-                model0 = self._fit(spec, base_idx, capped=capped)
+                model0 = self._pool_fit(spec)
                 ref_run = self._evaluate(model0, self._test_for(spec, self.test), "backtest", policy="reference", month="<=%d" % s.train_end_month)
                 advance(1)
                 policies: dict[str, Any] = {}
@@ -810,8 +814,7 @@ class Comparison:
             if month - 1 > self.settings.train_end_month:
                 previous = self._retrain(spec, month - 1, excluded)
             else:  # the backtest's base model
-                base_idx, base_capped = self._cap(self.pool, spec.max_train, 0)
-                previous = self._fit(spec, base_idx, capped=base_capped)
+                previous = self._pool_fit(spec)
         if self._adds(spec):
             return self._added(spec, previous, np.flatnonzero((self.data.months == month) & ~excluded), taxonomy=self._taxonomy_at(month))
         hist = np.flatnonzero((self.data.months <= month) & ~excluded)
@@ -1038,9 +1041,8 @@ class Comparison:
             ev = self._test_for(spec, eval_idx, event=True)
             self._ahead(with_history(spec)[0], ev, "network_import", ids=ids[ev], variant="with_history")
         for spec in specs:
-            pool_idx, capped = self._cap(self.pool, spec.max_train, 0)
             ev = self._test_for(spec, eval_idx, event=True)
-            fitted = self._fit(spec, pool_idx, capped=capped)
+            fitted = self._pool_fit(spec)
             as_is = self._evaluate(fitted, ev, "network_import", truth=mapped_all[ev], ids=ids[ev], texts=other.texts[ev].tolist(), variant="as_is")
             advance(1)
             fitted2, h = with_history(spec)
@@ -1061,16 +1063,14 @@ class Comparison:
         speed: dict[str, Any] = {}
         with self._timed("cost_speed"):
             for spec in self.specs:
-                idx, capped = self._cap(self.pool, spec.max_train, 0)
-                fitted = self._fit(spec, idx, capped=capped)
+                fitted = self._pool_fit(spec)
                 speed[spec.display] = self._measure(fitted)
                 advance(1)
         models: list[CostModel] = []
         full_pool = len(self.pool)
         for spec in self.specs:
             sp = speed[spec.display]
-            idx, capped = self._cap(self.pool, spec.max_train, 0)
-            fitted = self._fit(spec, idx, capped=capped)
+            fitted = self._pool_fit(spec)
             train_full = fitted.train_seconds * (full_pool / max(fitted.n_train, 1))
             if spec.family == "retrieval":
                 retrains = 0.0
@@ -1195,8 +1195,7 @@ class Comparison:
         sample = self._stratified(self.test, spec.max_test or 40)
         advance = self.progress(f"measuring {spec.display} on {len(sample)} records", 1)
         with self._timed("llm_endpoint"):
-            idx, capped = self._cap(self.pool, spec.max_train, 0)
-            fitted = self._fit(spec, idx, capped=capped)
+            fitted = self._pool_fit(spec)
             engine = fitted.engine
             ledger = getattr(engine, "ledger_", None)
             before = ledger.to_dict() if ledger is not None else {}
@@ -1207,7 +1206,7 @@ class Comparison:
             run = self.log.record(
                 experiment="llm_endpoint", engine=spec.display, model_id=fitted.model_id, ids=self.data.ids[sample],
                 y_true=self.data.labels[sample], y_pred=[p.category for p in preds], confidence=[p.confidence for p in preds],
-                predict_seconds=seconds, meta={"n_train": fitted.n_train, "train_capped": capped, "stratified": True},
+                predict_seconds=seconds, meta={"n_train": fitted.n_train, "train_capped": fitted.capped, "stratified": True},
             )
             ledger = getattr(engine, "ledger_", None)  # made by the first call
             after = ledger.to_dict() if ledger is not None else {}
